@@ -1,0 +1,54 @@
+// Define-by-run autograd. Every differentiable op records a Node holding a backward closure
+// (which owns the tensors it saved) and one Edge per input. Tensor::backward walks the graph
+// in reverse topological order, accumulates gradients into leaves that require them, and
+// releases each node's saved tensors unless retain_graph is set; a second backward through
+// a released node throws, naming the op.
+#pragma once
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace engine {
+
+// Gradient rules: a backward closure receives dL/d(output) and returns one tensor per input,
+// in input order; an undefined Tensor means "no gradient for this input".
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+struct Edge {
+  std::shared_ptr<Node> node;          // the op that produced the input, or
+  std::shared_ptr<TensorImpl> leaf;    // the leaf tensor that requires a gradient, or neither
+};
+
+struct Node {
+  std::string op;
+  std::vector<Edge> next;
+  BackwardFn backward;
+  bool released = false;
+};
+
+bool grad_enabled();
+
+// RAII: no graph is recorded while one is alive (evaluation, optimiser updates).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Used by ops: when gradients are enabled and an input requires one, attaches a Node to
+// `out` (which must be freshly created by the op) and marks it as requiring a gradient.
+// `backward` is only built (and its tensors only saved) in that case.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+void record(Tensor& out, const char* op, std::initializer_list<const Tensor*> inputs,
+            BackwardFn backward);
+
+}  // namespace engine
