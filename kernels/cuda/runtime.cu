@@ -84,6 +84,8 @@ class CachingAllocator {
   std::unordered_map<void*, size_t> sizes_;
 };
 
+bool g_poison = false;
+
 CachingAllocator& allocator() {
   static auto* a = new CachingAllocator();  // never destroyed: outlives static tensors
   return *a;
@@ -107,7 +109,12 @@ void fill(T* dst, T value, int64_t n) {
 
 }  // namespace
 
-void* device_malloc(size_t bytes) { return allocator().allocate(bytes); }
+void* device_malloc(size_t bytes) {
+  void* p = allocator().allocate(bytes);
+  if (g_poison) CUDA_CHECK(cudaMemset(p, 0xFF, bytes));
+  return p;
+}
+void set_poison_allocations(bool on) { g_poison = on; }
 void device_free(void* ptr) { allocator().release(ptr); }
 void copy_host_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));

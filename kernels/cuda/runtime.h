@@ -21,5 +21,8 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes);
 void fill_f32(float* dst, float value, int64_t n);
 void fill_f64(double* dst, double value, int64_t n);
 void synchronize();
+// Tests: when on, every block handed out by device_malloc is first filled with 0xFF bytes
+// (NaN as float or double), so a kernel that leaves an output element unwritten fails.
+void set_poison_allocations(bool on);
 
 }  // namespace kernels::cuda
