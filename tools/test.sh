@@ -15,7 +15,9 @@ run() {  # name, build dir, cmake args...
   local name=$1 dir=$2
   shift 2
   echo "=== $name build ($dir)"
-  cmake -S . -B "$dir" "${generator[@]}" "$@" >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
+  local gen=("${generator[@]}")
+  [[ -f $dir/CMakeCache.txt ]] && gen=()  # keep the generator an existing tree was made with
+  cmake -S . -B "$dir" "${gen[@]}" "$@" >"$dir/configure.log" 2>&1 || { cat "$dir/configure.log"; exit 1; }
   cmake --build "$dir" -j"$jobs"
   echo "=== $name tests"
   ctest --test-dir "$dir" -LE slow -j"$jobs" --output-on-failure --timeout 600
