@@ -1,53 +1,465 @@
+// The GEMM engine behind gemm() and the convolutions (see gemm.h for the contract).
+//
+// Structure (Goto/BLIS): the reduction is cut into blocks of about kBlockK; B is packed into
+// kTileCols-wide column panels (contiguous, 64-byte aligned; a block's panel, 32 KiB, stays
+// in L1), and the micro-kernel sweeps kTileRows-row tiles down a block of rows of A (which
+// stays in L2), holding a kTileRows x kTileCols tile of C in registers. A is not packed when
+// its rows are contiguous: the kernel broadcasts its elements straight from the row addresses
+// the caller supplied, which is what lets a convolution read its input pixels in place (an
+// "indirect GEMM"); strided rows (a transposed A) are packed block by block.
+//
+// Threads (OpenMP) each take a band of C, of rows or of columns, whichever keeps the busiest
+// thread shortest (a row split makes every thread pack all of B; a column split costs
+// nothing extra, A being read in place, but leaves threads idle when the column tiles are
+// few), and run the blocked loops on their own buffers, so they never wait on each other.
 #include "kernels/cpu/gemm.h"
 
-#include <Eigen/Core>
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
 
 namespace kernels::cpu {
 namespace {
 
-template <typename T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename T>
-using ConstMap = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <typename T>
-using MutMap = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+// ---- vectors (GCC/Clang vector extensions: AVX-512, AVX or SSE, whichever is targeted) ----
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
 
-template <typename T, typename DA, typename DB>
-void product(const DA& a, const DB& b, T alpha, T beta, MutMap<T>& c) {
-  if (beta == T(0)) {
-    if (alpha == T(1)) c.noalias() = a * b;
-    else c.noalias() = alpha * (a * b);
-  } else {
-    if (beta != T(1)) c *= beta;
-    if (alpha == T(1)) c.noalias() += a * b;
-    else c.noalias() += alpha * (a * b);
+template <typename T> struct Simd;
+template <> struct Simd<float> {
+  typedef float Vec __attribute__((vector_size(kVectorBytes)));
+};
+template <> struct Simd<double> {
+  typedef double Vec __attribute__((vector_size(kVectorBytes)));
+};
+// Unaligned access (rows of C); memcpy compiles to one unaligned vector move.
+template <typename Vec, typename T>
+Vec load_unaligned(const T* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+template <typename Vec, typename T>
+void store_unaligned(T* p, const Vec& v) {
+  std::memcpy(p, &v, sizeof(Vec));
+}
+
+// Register tile: kTileRows x kTileVectors accumulators (24 of the 32 AVX-512 registers, 12 of
+// the 16 AVX ones), plus the B vectors and one broadcast.
+constexpr int kTileRows = 6;
+constexpr int kTileVectors = kVectorBytes == 64 ? 4 : 2;
+template <typename T> constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
+template <typename T> constexpr int kTileCols = kTileVectors * kLanes<T>;
+
+// Cache blocking: a kBlockK x kTileCols panel of B fills 32 KiB of the 48 KiB L1; a
+// kBlockRows-row block of A (with its taps) stays in L2 while the panels stream past it.
+template <typename T>
+constexpr int64_t kBlockK = std::min<int64_t>(256, 32768 / (kTileCols<T> * sizeof(T)));
+constexpr int64_t kBlockRows = 24 * kTileRows;
+// With a packed (strided) A, taller blocks: each row of the stored matrix (a pixel of dy) is
+// then copied whole in one pass, and the packed block still fits L2.
+constexpr int64_t kBlockRowsPackedA = 86 * kTileRows;
+// Largest B (bytes per thread) packed whole, up front, rather than one reduction block at a time.
+constexpr int64_t kWholePackedB = int64_t{8} << 20;
+// Data up to this size (bytes, half an L2) is assumed to stay in cache while it is reused.
+constexpr int64_t kCacheResident = int64_t{512} << 10;
+// Below this many flops a product runs on one thread: forking would cost more than it saves.
+constexpr double kMinParallelFlops = 4e6;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// ---- the micro-kernel ----
+template <typename T>
+struct TileArgs {
+  int64_t pieces = 0, piece_len = 0;  // the reduction: pieces x piece_len
+  const T* const* a = nullptr;        // a[i * a_ld + p] + a_offset: row i of piece p, contiguous
+  const T* const* next_a = nullptr;   // the same for the next tile, prefetched; or null
+  const T* a_panel = nullptr;         // or A packed: element c of row i at a_panel[c * a_panel_ld + i]
+  int64_t a_panel_ld = 0;
+  int64_t a_ld = 0, a_offset = 0;
+  const T* b = nullptr;               // pieces * piece_len rows of kTileCols, packed
+  T* const* c = nullptr;              // c[i] + c_col: row i of the C tile
+  int64_t c_col = 0;
+  int rows = 0, cols = 0;             // the valid part of the tile
+  const T* init = nullptr;            // kTileCols starting values (the bias), or null for zero
+  bool add = false;                   // C += tile instead of C = tile
+};
+
+// acc[i][:] += A[i, c] * B[c, :] for one element c of the reduction; a(i) reads A[i, c].
+template <typename T, typename Vec, typename ReadA>
+inline void rank1_update(Vec (&acc)[kTileRows][kTileVectors], const T* b, ReadA a) {
+  constexpr int L = kLanes<T>;
+  Vec bv[kTileVectors];
+  for (int j = 0; j < kTileVectors; ++j) bv[j] = *reinterpret_cast<const Vec*>(b + j * L);
+  for (int i = 0; i < kTileRows; ++i) {
+    T av = a(i);
+    for (int j = 0; j < kTileVectors; ++j) acc[i][j] += av * bv[j];
   }
+}
+
+// C tile = init + sum over pieces p, elements c of A[i, p, c] * B[p, c, :]. kPanelA: A comes
+// packed in t.a_panel; otherwise its rows are read in place through t.a.
+template <typename T, bool kPanelA>
+void micro_kernel(const TileArgs<T>& t) {
+  using Vec = typename Simd<T>::Vec;
+  constexpr int MR = kTileRows, NV = kTileVectors, L = kLanes<T>, NR = kTileCols<T>;
+  Vec acc[MR][NV];
+  for (int j = 0; j < NV; ++j) {
+    Vec v = t.init ? *reinterpret_cast<const Vec*>(t.init + j * L) : Vec{};
+    for (int i = 0; i < MR; ++i) acc[i][j] = v;
+  }
+  // Start fetching the C tile (read-for-ownership even when only written) and, piece by
+  // piece, the next tile's rows of A: both would otherwise stall on memory.
+  for (int i = 0; i < MR; ++i) {
+    if (i >= t.rows) break;
+    for (int j = 0; j < NV; ++j) __builtin_prefetch(t.c[i] + t.c_col + j * L, 1);
+  }
+  const T* b = t.b;
+  if constexpr (kPanelA) {
+    const T* a = t.a_panel;
+    for (int64_t c = 0; c < t.pieces * t.piece_len; ++c, b += NR, a += t.a_panel_ld)
+      rank1_update<T>(acc, b, [a](int i) { return a[i]; });
+  } else {
+    for (int64_t p = 0; p < t.pieces; ++p) {
+      const T* a[MR];
+      for (int i = 0; i < MR; ++i) a[i] = t.a[i * t.a_ld + p] + t.a_offset;
+      if (t.next_a) {
+        for (int i = 0; i < MR; ++i) {
+          const T* next = t.next_a[i * t.a_ld + p] + t.a_offset;
+          for (int64_t c = 0; c < t.piece_len; c += 64 / sizeof(T)) __builtin_prefetch(next + c);
+        }
+      }
+      for (int64_t c = 0; c < t.piece_len; ++c, b += NR)
+        rank1_update<T>(acc, b, [&a, c](int i) { return a[i][c]; });
+    }
+  }
+  // Stores: indices stay compile-time constants so that acc lives in registers throughout.
+  for (int i = 0; i < MR; ++i) {
+    if (i >= t.rows) break;
+    T* crow = t.c[i] + t.c_col;
+    if (t.cols == NR) {
+      for (int j = 0; j < NV; ++j) {
+        T* dst = crow + j * L;
+        store_unaligned(dst, t.add ? load_unaligned<Vec>(dst) + acc[i][j] : acc[i][j]);
+      }
+    } else {
+      alignas(64) T tile_row[NR];
+      for (int j = 0; j < NV; ++j) *reinterpret_cast<Vec*>(tile_row + j * L) = acc[i][j];
+      for (int n = 0; n < t.cols; ++n) crow[n] = t.add ? crow[n] + tile_row[n] : tile_row[n];
+    }
+  }
+}
+
+// A block of the reduction: segments [s0, s1), elements [c0, c0 + len) of each.
+struct ReductionBlock {
+  int64_t s0, s1, c0, len;
+};
+
+// Whole segments per block when they are short (a 3x3 convolution over 64 channels: two taps
+// per block), else each segment cut into near-equal chunks.
+std::vector<ReductionBlock> reduction_blocks(int64_t segments, int64_t len, int64_t max_len) {
+  std::vector<ReductionBlock> blocks;
+  if (len <= max_len) {
+    int64_t count = ceil_div(segments, std::max<int64_t>(1, max_len / len));
+    for (int64_t b = 0; b < count; ++b)
+      blocks.push_back({segments * b / count, segments * (b + 1) / count, 0, len});
+  } else {
+    int64_t chunks = ceil_div(len, max_len);
+    for (int64_t s = 0; s < segments; ++s)
+      for (int64_t ch = 0; ch < chunks; ++ch)
+        blocks.push_back({s, s + 1, len * ch / chunks, len * (ch + 1) / chunks - len * ch / chunks});
+  }
+  return blocks;
+}
+
+// Packs rows [0, mc) of a strided A (element c of row i, piece p at
+// rows[i * ld + p][(blk.c0 + c) * step]) for reduction block blk, element-major: element
+// (p, c) of row i at packed[(p * blk.len + c) * tiled_rows + i], rows past mc zero. When the
+// rows are adjacent in memory (a transposed matrix; the columns of dy), each element is one
+// contiguous copy across all rows, following the memory's own layout.
+template <typename T>
+void pack_strided_a(const T* const* rows, int64_t ld, int64_t mc, int64_t tiled_rows,
+                    const ReductionBlock& blk, int64_t step, T* packed) {
+  for (int64_t p = 0; p < blk.s1 - blk.s0; ++p) {
+    const T* first = rows[p] + blk.c0 * step;
+    bool adjacent = true;
+    for (int64_t i = 1; i < mc; ++i) adjacent = adjacent && rows[i * ld + p] + blk.c0 * step == first + i;
+    for (int64_t c = 0; c < blk.len; ++c) {
+      T* dst = packed + (p * blk.len + c) * tiled_rows;
+      if (adjacent) {
+        std::memcpy(dst, first + c * step, mc * sizeof(T));
+      } else {
+        for (int64_t i = 0; i < mc; ++i) dst[i] = rows[i * ld + p][(blk.c0 + c) * step];
+      }
+      std::fill(dst + mc, dst + tiled_rows, T(0));
+    }
+  }
+}
+
+// Per-thread scratch that only grows: OpenMP keeps its threads, so steady-state products
+// allocate nothing (and take no page faults on fresh memory).
+template <typename T>
+T* scratch(std::unique_ptr<T, decltype(&std::free)>& buffer, int64_t& capacity, int64_t n) {
+  if (n > capacity) {
+    const size_t bytes = static_cast<size_t>(round_up(n * static_cast<int64_t>(sizeof(T)), 64));
+    buffer.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    if (!buffer) throw std::bad_alloc();
+    capacity = n;
+  }
+  return buffer.get();
+}
+
+template <typename T>
+struct Scratch {
+  std::unique_ptr<T, decltype(&std::free)> packed_b{nullptr, &std::free}, packed_a{nullptr, &std::free},
+      bias{nullptr, &std::free};
+  std::unique_ptr<const T*, decltype(&std::free)> a_table{nullptr, &std::free};
+  std::unique_ptr<T*, decltype(&std::free)> c_table{nullptr, &std::free};
+  int64_t packed_b_size = 0, packed_a_size = 0, bias_size = 0, a_table_size = 0, c_table_size = 0;
+};
+
+// Two loop orders (see run_part). Packing B whole lets each block of C rows be finished
+// before the next, but streams all of B once per block of rows; packing it one reduction block
+// at a time sweeps all of C once per reduction block. Estimates the bytes each moves beyond
+// what stays in cache, and picks the cheaper (whole only where the buffer stays modest).
+bool pack_b_whole(int64_t b_bytes, int64_t c_bytes, int64_t reduction_blocks, int64_t row_blocks) {
+  if (b_bytes > kWholePackedB) return false;
+  const double whole = b_bytes <= kCacheResident ? 0.0 : double(b_bytes) * (1 + row_blocks);
+  const double by_block = c_bytes <= kCacheResident ? 0.0 : 2.0 * c_bytes * (reduction_blocks - 1);
+  return whole <= by_block;
+}
+
+// One thread's share: rows [m_begin, m_end) x columns [n_begin, n_end) of C.
+//
+// Two loop orders. Whole: all of this thread's B is packed once and each block of rows of C is
+// finished before the next: its tiles stay in cache across the reduction blocks and A's row
+// addresses are built once (convolution weights). By block: the reduction blocks are the
+// outer loop and B is packed one block at a time (a backward-weight im2col over many pixels,
+// whose C, the weight gradient, stays in cache anyway).
+template <typename T>
+void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& blocks, int64_t m_begin,
+              int64_t m_end, int64_t n_begin, int64_t n_end) {
+  constexpr int MR = kTileRows, NR = kTileCols<T>;
+  if (m_begin >= m_end || n_begin >= n_end) return;
+  static thread_local Scratch<T> mem;
+  const int64_t panels = ceil_div(n_end - n_begin, NR);
+  const int64_t block_rows = g.a_step != 1 ? kBlockRowsPackedA : kBlockRows;
+  const bool whole_b = pack_b_whole(panels * g.segments * g.segment_len * NR * sizeof(T),
+                                    (m_end - m_begin) * (n_end - n_begin) * sizeof(T),
+                                    static_cast<int64_t>(blocks.size()), ceil_div(m_end - m_begin, block_rows));
+  // offsets of each block's panels in the packed buffer (all blocks, or one at a time)
+  std::vector<int64_t> block_offset(blocks.size(), 0);
+  int64_t packed_size = 0;
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const int64_t block_size = panels * (blocks[bi].s1 - blocks[bi].s0) * blocks[bi].len * NR;
+    block_offset[bi] = whole_b ? packed_size : 0;
+    packed_size = whole_b ? packed_size + block_size : std::max(packed_size, block_size);
+  }
+  T* packed_b = scratch(mem.packed_b, mem.packed_b_size, packed_size);
+  T* bias = nullptr;  // this thread's columns of the bias, zero padded to whole panels
+  if (g.bias) {
+    bias = scratch(mem.bias, mem.bias_size, panels * NR);
+    std::fill(bias, bias + panels * NR, T(0));
+    std::copy(g.bias + n_begin, g.bias + n_end, bias);
+  }
+  const int64_t table_rows = round_up(block_rows, MR);
+  // A's addresses: rows x (all segments when whole_b, else the widest block's)
+  int64_t table_ld = 0;
+  for (const ReductionBlock& blk : blocks) table_ld = std::max(table_ld, blk.s1 - blk.s0);
+  if (whole_b) table_ld = g.segments;
+  const T** a_table = scratch(mem.a_table, mem.a_table_size, table_rows * table_ld);
+  T** c_table = scratch(mem.c_table, mem.c_table_size, table_rows);
+  // Strided A (a transposed operand; a column of dy in backward-weight) is packed into
+  // kTileRows-interleaved panels: read in place it would cost a cache line per element.
+  T* packed_a = nullptr;
+  if (g.a_step != 1) {
+    int64_t max_kc = 0;
+    for (const ReductionBlock& blk : blocks) max_kc = std::max(max_kc, (blk.s1 - blk.s0) * blk.len);
+    packed_a = scratch(mem.packed_a, mem.packed_a_size, table_rows * max_kc);
+  }
+
+  auto pack_block = [&](size_t bi) {
+    const ReductionBlock& blk = blocks[bi];
+    const int64_t kc = (blk.s1 - blk.s0) * blk.len;
+    for (int64_t p = 0; p < panels; ++p) {
+      T* dst = packed_b + block_offset[bi] + p * kc * NR;
+      const int64_t n0 = n_begin + p * NR, nc = std::min<int64_t>(NR, n_end - n0);
+      if (nc < NR) std::fill(dst, dst + kc * NR, T(0));
+      g.pack_b(blk.s0 * g.segment_len + blk.c0, kc, n0, nc, dst, NR);
+    }
+  };
+  // Addresses of rows [m0, m0 + mc) for segments [s0, s1), padded to whole tiles: rows past
+  // the end re-read the last valid row (they are computed, not stored).
+  auto fill_a_table = [&](int64_t m0, int64_t mc, int64_t s0, int64_t s1) {
+    g.a_rows(m0, mc, s0, s1, a_table, table_ld);
+    for (int64_t i = mc; i < round_up(mc, MR); ++i)
+      std::copy_n(a_table + (mc - 1) * table_ld, s1 - s0, a_table + i * table_ld);
+  };
+  // All tiles of rows [0, mc) of the current C block for reduction block bi; the table
+  // holds segment blk.s0 at column `first_column`.
+  auto sweep = [&](size_t bi, int64_t mc, int64_t first_column) {
+    const ReductionBlock& blk = blocks[bi];
+    const int64_t pieces = blk.s1 - blk.s0, kc = pieces * blk.len, tiled_rows = round_up(mc, MR);
+    TileArgs<T> t;
+    t.pieces = pieces;
+    t.piece_len = blk.len;
+    t.add = bi > 0 || g.accumulate;
+    const T* const* rows = a_table + first_column;
+    t.a_ld = table_ld;
+    t.a_offset = blk.c0;
+    if (packed_a) pack_strided_a(rows, table_ld, mc, tiled_rows, blk, g.a_step, packed_a);
+    for (int64_t p = 0; p < panels; ++p) {
+      t.b = packed_b + block_offset[bi] + p * kc * NR;
+      t.c_col = n_begin + p * NR;
+      t.cols = static_cast<int>(std::min<int64_t>(NR, n_end - t.c_col));
+      t.init = (bi == 0 && bias) ? bias + p * NR : nullptr;
+      for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+        t.c = c_table + i0;
+        t.rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
+        if (packed_a) {
+          t.a_panel = packed_a + i0;
+          t.a_panel_ld = tiled_rows;
+          micro_kernel<T, true>(t);
+        } else {
+          t.a = rows + i0 * t.a_ld;
+          t.next_a = i0 + MR < mc ? t.a + MR * t.a_ld : nullptr;
+          micro_kernel<T, false>(t);
+        }
+      }
+    }
+  };
+
+  if (whole_b) {
+    for (size_t bi = 0; bi < blocks.size(); ++bi) pack_block(bi);
+    for (int64_t m0 = m_begin; m0 < m_end; m0 += block_rows) {
+      const int64_t mc = std::min(block_rows, m_end - m0);
+      fill_a_table(m0, mc, 0, g.segments);
+      g.c_rows(m0, mc, c_table);
+      for (size_t bi = 0; bi < blocks.size(); ++bi) sweep(bi, mc, blocks[bi].s0);
+    }
+  } else {
+    for (size_t bi = 0; bi < blocks.size(); ++bi) {
+      pack_block(bi);
+      for (int64_t m0 = m_begin; m0 < m_end; m0 += block_rows) {
+        const int64_t mc = std::min(block_rows, m_end - m0);
+        fill_a_table(m0, mc, blocks[bi].s0, blocks[bi].s1);
+        g.c_rows(m0, mc, c_table);
+        sweep(bi, mc, 0);
+      }
+    }
+  }
+}
+
+// C = (accumulate ? C : 0) + bias when the reduction is empty.
+template <typename T>
+void fill_without_reduction(const IndirectGemm<T>& g) {
+  std::vector<T*> rows(static_cast<size_t>(kBlockRows));
+  for (int64_t m0 = 0; m0 < g.M; m0 += kBlockRows) {
+    int64_t mc = std::min(kBlockRows, g.M - m0);
+    g.c_rows(m0, mc, rows.data());
+    for (int64_t i = 0; i < mc; ++i)
+      for (int64_t n = 0; n < g.N; ++n)
+        rows[i][n] = (g.accumulate ? rows[i][n] : T(0)) + (g.bias ? g.bias[n] : T(0));
+  }
+}
+
+// Whether threads should split C by columns rather than rows: the estimated time of the
+// busiest thread, per element of the reduction, counting whole register tiles, plus the
+// packing of B, which every thread repeats for its own columns (a packed element costs about
+// as much as kPackCost multiply-adds).
+bool split_by_columns(int64_t row_tiles, int64_t col_tiles, int threads, int tile_rows, int tile_cols) {
+  constexpr double kPackCost = 4;
+  if (col_tiles < threads) return false;
+  const double row_split = (ceil_div(row_tiles, threads) * tile_rows + kPackCost) * col_tiles * tile_cols;
+  const double col_split = (row_tiles * tile_rows + kPackCost) * ceil_div(col_tiles, threads) * tile_cols;
+  return col_split <= row_split;
 }
 
 }  // namespace
 
 template <typename T>
+void run_indirect_gemm(const IndirectGemm<T>& g) {
+  constexpr int MR = kTileRows, NR = kTileCols<T>;
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.segments <= 0 || g.segment_len <= 0) return fill_without_reduction(g);
+  const std::vector<ReductionBlock> blocks = reduction_blocks(g.segments, g.segment_len, g.a_step != 1 ? kBlockK<T> / 2 : kBlockK<T>);
+  const int64_t row_tiles = ceil_div(g.M, MR), col_tiles = ceil_div(g.N, NR);
+  const double flops = 2.0 * g.M * g.N * g.segments * g.segment_len;
+  int threads = 1;
+  if (flops >= kMinParallelFlops && !omp_in_parallel())
+    threads = static_cast<int>(std::min<int64_t>(num_threads(), std::max(row_tiles, col_tiles)));
+  if (threads == 1) return run_part(g, blocks, 0, g.M, 0, g.N);
+  const bool split_columns = split_by_columns(row_tiles, col_tiles, threads, MR, NR);
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t part = omp_get_thread_num();
+    const int64_t tiles = split_columns ? col_tiles : row_tiles;
+    const int64_t tile = split_columns ? NR : MR, extent = split_columns ? g.N : g.M;
+    const int64_t begin = std::min(extent, tiles * part / threads * tile);
+    const int64_t end = std::min(extent, tiles * (part + 1) / threads * tile);
+    if (split_columns) run_part(g, blocks, 0, g.M, begin, end);
+    else run_part(g, blocks, begin, end, 0, g.N);
+  }
+}
+
+template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  MutMap<T> c(C, M, N, Eigen::OuterStride<>(ldc));
-  if (K == 0) {
-    if (beta == T(0)) c.setZero();
-    else c *= beta;
+  if (M <= 0 || N <= 0) return;
+  if (beta != T(0) && beta != T(1)) {
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) C[m * ldc + n] *= beta;
+  }
+  if (K <= 0 || alpha == T(0)) {
+    if (beta == T(0)) {  // overwrite, even where C held NaN
+      for (int64_t m = 0; m < M; ++m) std::fill(C + m * ldc, C + m * ldc + N, T(0));
+    }
     return;
   }
-  // stored shapes: A is [M,K] or [K,M]; B is [K,N] or [N,K]
-  ConstMap<T> a(A, trans_a ? K : M, trans_a ? M : K, Eigen::OuterStride<>(lda));
-  ConstMap<T> b(B, trans_b ? N : K, trans_b ? K : N, Eigen::OuterStride<>(ldb));
-  if (!trans_a && !trans_b) product<T>(a, b, alpha, beta, c);
-  else if (!trans_a && trans_b) product<T>(a, b.transpose(), alpha, beta, c);
-  else if (trans_a && !trans_b) product<T>(a.transpose(), b, alpha, beta, c);
-  else product<T>(a.transpose(), b.transpose(), alpha, beta, c);
+  IndirectGemm<T> g;
+  g.M = M;
+  g.N = N;
+  g.segments = 1;
+  g.segment_len = K;
+  g.a_step = trans_a ? lda : 1;  // op(A)[m, k] = A[k * lda + m]: row m starts at A + m
+  g.a_rows = [=](int64_t m0, int64_t count, int64_t, int64_t, const T** rows, int64_t ld) {
+    for (int64_t i = 0; i < count; ++i) rows[i * ld] = trans_a ? A + m0 + i : A + (m0 + i) * lda;
+  };
+  g.pack_b = [=](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld) {
+    if (!trans_b) {
+      for (int64_t k = 0; k < kc; ++k) {
+        const T* src = B + (k0 + k) * ldb + n0;
+        for (int64_t j = 0; j < nc; ++j) dst[k * ld + j] = alpha * src[j];
+      }
+    } else {  // op(B)[k, n] = B[n * ldb + k]: read along B's rows, write down the panel
+      for (int64_t j = 0; j < nc; ++j) {
+        const T* src = B + (n0 + j) * ldb + k0;
+        for (int64_t k = 0; k < kc; ++k) dst[k * ld + j] = alpha * src[k];
+      }
+    }
+  };
+  g.c_rows = [=](int64_t m0, int64_t count, T** rows) {
+    for (int64_t i = 0; i < count; ++i) rows[i] = C + (m0 + i) * ldc;
+  };
+  g.accumulate = beta != T(0);
+  run_indirect_gemm(g);
 }
 
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                           const float*, int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                            const double*, int64_t, double, double*, int64_t);
+template void run_indirect_gemm<float>(const IndirectGemm<float>&);
+template void run_indirect_gemm<double>(const IndirectGemm<double>&);
 
 }  // namespace kernels::cpu

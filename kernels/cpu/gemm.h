@@ -1,14 +1,49 @@
-// Row-major GEMM on the CPU: C = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T.
-// op(A) is [M, K], op(B) is [K, N], C is [M, N]; lda/ldb/ldc are row strides of the stored
-// matrices. Backed by Eigen's blocked, vectorised product, threaded with OpenMP when called
-// outside a parallel region (inside one it runs on the calling thread).
+// Matrix products on the CPU: a register-blocked, cache-blocked GEMM with its own
+// micro-kernel (AVX-512 where the compiler targets it, narrower vectors elsewhere), threaded
+// with OpenMP when called outside a parallel region (inside one it runs on the calling thread).
+//
+// gemm(): row-major C = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T. op(A) is [M, K],
+// op(B) is [K, N], C is [M, N]; lda/ldb/ldc are row strides of the stored matrices.
+//
+// run_indirect_gemm(): the same engine with its operands described by callbacks, which is how
+// the convolutions use it without materialising an im2col matrix:
+//   C[m, n] = (accumulate ? C[m, n] : 0) + bias[n] + sum_k A[m, k] * B[k, n].
+// The reduction index k is split into `segments` runs of `segment_len`: k = s * segment_len + c.
+// Row m of A in segment s is read in place, at a_rows(m, s)[c * a_step]: for a convolution, s
+// is a kernel tap and the pointer is the input pixel that tap reads (or a zero vector where it
+// falls into the padding). B is copied into the kernel's panel layout by pack_b. C rows are
+// addressed through c_rows, so a product may write rows scattered over a tensor.
+// Bench: build/bench/bench_kernels --benchmark_filter=Gemm
 #pragma once
 #include <cstdint>
+#include <functional>
 
 namespace kernels::cpu {
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+template <typename T>
+struct IndirectGemm {
+  int64_t M = 0, N = 0;
+  int64_t segments = 1, segment_len = 0;  // the reduction length is segments * segment_len
+  int64_t a_step = 1;                     // element stride of A along c within a segment
+  // For rows m0 <= m < m0 + count and segments s0 <= s < s1:
+  //   rows[(m - m0) * ld + (s - s0)] = address of A[m, (s, c = 0)],
+  // readable for segment_len * a_step elements (point padding at a vector of zeros).
+  std::function<void(int64_t m0, int64_t count, int64_t s0, int64_t s1, const T** rows, int64_t ld)>
+      a_rows;
+  // dst[k * ld + j] = B[k0 + k, n0 + j] for k < kc, j < nc (columns nc..ld-1 are the caller's
+  // to ignore: they are zeroed beforehand).
+  std::function<void(int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld)> pack_b;
+  // rows[i] = address of C[m0 + i, 0] for i < count.
+  std::function<void(int64_t m0, int64_t count, T** rows)> c_rows;
+  const T* bias = nullptr;  // [N] added to every row, or null
+  bool accumulate = false;  // add to C instead of overwriting it
+};
+
+template <typename T>
+void run_indirect_gemm(const IndirectGemm<T>& problem);
 
 }  // namespace kernels::cpu
