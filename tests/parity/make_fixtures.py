@@ -10,10 +10,12 @@ non-trivial running statistics with a few train-mode forwards, and writes:
   OUTDIR/<variant>.weights.safetensors  the state_dict (torchvision keys and layouts; for
                                         resnet50 via .pth and weights/convert_torchvision.py)
   OUTDIR/<variant>.expected.safetensors inputs (NHWC), Bayesian noise, eval-mode logits at
-                                        224x224 and 64x64, and one train-mode step's loss,
-                                        KL term and gradients (OIHW as torch has them)
+                                        224x224 and 64x64 (float32), and one train-mode step's
+                                        loss, KL term and gradients (OIHW as torch has them) in
+                                        float64, and in float32 under the prefix "f32."
 The Bayesian noise is drawn here and fed to both sides, so the comparison is exact.
 """
+import copy
 import os
 import subprocess
 import sys
@@ -126,35 +128,39 @@ def make(variant, outdir):
             expected[f"input{size}"] = nhwc(x)
             expected[f"logits_eval{size}"] = model(x, eps_w, eps_b).numpy()
 
-    # one train-mode step: loss = cross-entropy (+ KL / number of training images)
-    model.train()
+    # One train-mode step: loss = cross-entropy (+ KL / number of training images), in
+    # float64 (the reference: a deep train-mode network amplifies float32 rounding, so that
+    # PyTorch's own float32 gradients of the first layers differ from float64 by about 1e-2)
+    # and in float32 (to know how far PyTorch's float32 result is from that reference).
     x = torch.randn(4, 3, 64, 64)
     labels = torch.tensor([0, 1, 1, 0])
-    logits = model(x, eps_w, eps_b)
-    loss = F.cross_entropy(logits, labels)
-    if bayes:
-        kl = model.fc.kl()
-        expected["kl"] = kl.detach().reshape(1).numpy()
-        loss = loss + kl / NUM_TRAIN_IMAGES
-    loss.backward()
     expected["input_train"] = nhwc(x)
     expected["labels_train"] = labels.numpy().astype(np.int64)
-    expected["logits_train"] = logits.detach().numpy()
-    expected["loss_train"] = loss.detach().reshape(1).numpy()
     grads = ["conv1.weight", "layer3.0.bn1.weight", "layer3.5.bn3.bias"]
     grads += ["fc.weight", "fc.bias"] if not bayes else ["fc.mu_weight", "fc.rho_weight",
                                                            "fc.mu_bias", "fc.rho_bias"]
     if variant == "resnet50_attn_bnn":
         grads += ["attention.conv.weight", "attention.conv.bias"]
-    params = dict(model.named_parameters())
-    for name in grads:
-        expected[f"grad.{name}"] = params[name].grad.numpy()
-    # running statistics after that train-mode step
-    expected["after.layer3.0.bn1.running_mean"] = model.layer3[0].bn1.running_mean.numpy()
-    expected["after.layer3.0.bn1.running_var"] = model.layer3[0].bn1.running_var.numpy()
+    for dtype, prefix in ((torch.float64, ""), (torch.float32, "f32.")):
+        m = copy.deepcopy(model).to(dtype)
+        m.train()
+        logits = m(x.to(dtype), eps_w.to(dtype), eps_b.to(dtype))
+        loss = F.cross_entropy(logits, labels)
+        if bayes:
+            kl = m.fc.kl()
+            expected[prefix + "kl"] = kl.detach().reshape(1).numpy()
+            loss = loss + kl / NUM_TRAIN_IMAGES
+        loss.backward()
+        expected[prefix + "logits_train"] = logits.detach().numpy()
+        expected[prefix + "loss_train"] = loss.detach().reshape(1).numpy()
+        params = dict(m.named_parameters())
+        for name in grads:
+            expected[f"{prefix}grad.{name}"] = params[name].grad.numpy()
+        if not prefix:  # running statistics after the train-mode step
+            expected["after.layer3.0.bn1.running_mean"] = m.layer3[0].bn1.running_mean.numpy()
+            expected["after.layer3.0.bn1.running_var"] = m.layer3[0].bn1.running_var.numpy()
     safetensors_io.save(os.path.join(outdir, f"{variant}.expected.safetensors"),
-                        {k: np.asarray(v, dtype=np.int64 if v.dtype == np.int64 else np.float32)
-                         for k, v in expected.items()},
+                        {k: np.asarray(v) for k, v in expected.items()},
                         {"num_train_images": NUM_TRAIN_IMAGES, "torch": torch.__version__,
                          "torchvision": torchvision.__version__})
 
