@@ -1,5 +1,8 @@
 #include "models/resnet.h"
 
+#include <cstring>
+
+#include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 
@@ -130,6 +133,20 @@ Tensor Detector::head(const Tensor& features, engine::PhiloxKey key) {
 Tensor Detector::head_mean(const Tensor& features) {
   if (fc) return fc->forward(features);
   return bayes_fc->forward_mean(features);
+}
+
+Tensor Detector::predict_samples(const Tensor& images, int samples, engine::PhiloxKey key) {
+  ENGINE_CHECK(samples >= 1, variant_name(variant_), ": predict_samples needs at least one sample, got ", samples);
+  engine::NoGradGuard no_grad;
+  Tensor f = features(images);
+  const int draws = bayesian() ? samples : 1;
+  const int64_t n = f.dim(0), classes = options_.num_classes;
+  Tensor out = Tensor::empty({draws, n, classes}, f.dtype());
+  for (int s = 0; s < draws; ++s) {
+    Tensor probs = engine::softmax(head(f, {key.seed, key.offset + static_cast<uint64_t>(s)})).to(engine::Device::CPU);
+    std::memcpy(static_cast<char*>(out.raw_data()) + s * probs.nbytes(), probs.raw_data(), probs.nbytes());
+  }
+  return out;
 }
 
 Tensor Detector::kl() const {

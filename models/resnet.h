@@ -70,6 +70,10 @@ class Detector : public engine::Module {
   // The Bayesian head at its posterior mean (mu only); the linear head as usual.
   Tensor head_mean(const Tensor& features);
   Tensor forward(const Tensor& images, engine::PhiloxKey key) { return head(features(images), key); }
+  // Monte Carlo prediction (no gradients): softmax probabilities [samples, N, classes] on the
+  // CPU from ONE backbone pass and `samples` draws of the Bayesian head (draw s uses stream
+  // offset key.offset + s). The linear head is deterministic: it gives [1, N, classes].
+  Tensor predict_samples(const Tensor& images, int samples, engine::PhiloxKey key);
   // KL(q || prior) of the Bayesian head, shape [1]; throws for the linear head.
   Tensor kl() const;
   // The attention map after layer4 ([N, h, w, 1]); only for resnet50_attn_bnn.

@@ -73,7 +73,8 @@ bool is_head_key(const std::string& name) {
   return name.rfind("fc.", 0) == 0 || name.rfind("attention.", 0) == 0;
 }
 
-WeightsReport load_weights(engine::Module& model, const std::string& path, WeightsScope scope) {
+WeightsReport load_weights(engine::Module& model, const std::string& path, WeightsScope scope,
+                           const std::vector<std::string>& ignore_prefixes) {
   auto reader = engine::SafeTensorsReader::open(path);
   engine::StateDict target = model.state_dict();
   WeightsReport report;
@@ -102,7 +103,13 @@ WeightsReport load_weights(engine::Module& model, const std::string& path, Weigh
   }
   std::unordered_set<std::string> known;
   for (const auto& entry : target) known.insert(entry.first);
+  auto ignored_prefix = [&](const std::string& key) {
+    for (const auto& prefix : ignore_prefixes)
+      if (key.rfind(prefix, 0) == 0) return true;
+    return false;
+  };
   for (const std::string& key : reader.keys()) {
+    if (ignored_prefix(key)) continue;
     if (known.count(key) && !(scope == WeightsScope::Backbone && is_head_key(key))) continue;
     if (scope == WeightsScope::Backbone && is_head_key(key)) report.ignored.push_back(key);
     else if (!known.count(key)) unexpected.push_back(key);
@@ -130,9 +137,12 @@ WeightsReport load_weights(engine::Module& model, const std::string& path, Weigh
 }
 
 void save_weights(const engine::Module& model, const std::string& path,
-                  const std::map<std::string, std::string>& metadata) {
+                  const std::map<std::string, std::string>& metadata,
+                  const std::vector<std::pair<std::string, Tensor>>& extra) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [name, tensor] : model.state_dict())
+    tensors.emplace_back(name, tensor.ndim() == 4 ? krsc_to_oihw(tensor) : tensor);
+  for (const auto& [name, tensor] : extra)
     tensors.emplace_back(name, tensor.ndim() == 4 ? krsc_to_oihw(tensor) : tensor);
   std::map<std::string, std::string> meta = metadata;
   meta.emplace("layout", "torchvision");

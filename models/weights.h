@@ -28,12 +28,17 @@ struct WeightsReport {
 // needs but the file lacks, keys in the file the model does not have, and shape mismatches
 // are all reported in one engine::Error naming the keys (and, when most keys are absent,
 // saying that the file is not a checkpoint of this architecture).
+// File tensors whose names start with one of `ignore_prefixes` are not model tensors (the
+// optimiser state in a checkpoint) and are passed over.
 WeightsReport load_weights(engine::Module& model, const std::string& path,
-                           WeightsScope scope = WeightsScope::All);
+                           WeightsScope scope = WeightsScope::All,
+                           const std::vector<std::string>& ignore_prefixes = {});
 
-// Writes every parameter and buffer of `model` (atomically) in the same layout.
+// Writes every parameter and buffer of `model` (atomically) in the same layout, followed by
+// `extra` tensors (4-D ones converted to OIHW likewise).
 void save_weights(const engine::Module& model, const std::string& path,
-                  const std::map<std::string, std::string>& metadata = {});
+                  const std::map<std::string, std::string>& metadata = {},
+                  const std::vector<std::pair<std::string, engine::Tensor>>& extra = {});
 
 // Layout conversion of a 4-D convolution weight: OIHW [K, C, R, S] <-> KRSC [K, R, S, C].
 engine::Tensor oihw_to_krsc(const engine::Tensor& w);

@@ -200,3 +200,21 @@ TEST(Models, SummaryCountsParametersAndMacs) {
     }
   EXPECT_TRUE(found);
 }
+
+TEST(Models, MonteCarloPredictionSamplesOnlyTheHead) {
+  auto model = models::make_detector("resnet50_attn_bnn");
+  model->eval();
+  Tensor x = Tensor::randn({2, 32, 32, 3}, 3);
+  Tensor p = model->predict_samples(x, 5, {9, 100});
+  ASSERT_EQ(p.shape(), (Shape{5, 2, 2}));
+  std::vector<double> v = p.to_vector();
+  for (size_t i = 0; i < v.size(); i += 2) EXPECT_NEAR(v[i] + v[i + 1], 1.0, 1e-6);
+  // sample s is the head drawn with offset 100 + s on the same features
+  NoGradGuard no_grad;
+  Tensor third = softmax(model->head(model->features(x), {9, 102}));
+  std::vector<double> t = third.to_vector();
+  for (size_t i = 0; i < t.size(); ++i) EXPECT_NEAR(v[2 * 4 + i], t[i], 1e-6);
+  EXPECT_NE(v[0], v[4]);  // different draws differ
+  auto plain = models::make_detector("resnet50");
+  EXPECT_EQ(plain->predict_samples(x, 50, {1, 0}).shape(), (Shape{1, 2, 2}));
+}

@@ -1,0 +1,81 @@
+#include "models/checkpoint.h"
+
+#include <nlohmann/json.hpp>
+
+#include "engine/safetensors.h"
+#include "models/weights.h"
+
+namespace models {
+
+namespace {
+constexpr const char* kFormat = "aidetect-checkpoint-1";
+constexpr const char* kOptimizerPrefix = "optimizer.";
+}  // namespace
+
+void save_checkpoint(const std::string& path, const Detector& model, const engine::Optimizer& optimizer,
+                     const TrainingProgress& progress) {
+  engine::OptimizerState state = optimizer.state();
+  std::vector<std::pair<std::string, engine::Tensor>> extra;
+  for (const auto& [name, tensor] : state.tensors) extra.emplace_back(kOptimizerPrefix + name, tensor);
+  nlohmann::json scalars(state.scalars);
+  std::map<std::string, std::string> metadata = {
+      {"format", kFormat},
+      {"model", variant_name(model.variant())},
+      {"epoch", std::to_string(progress.epoch)},
+      {"step", std::to_string(progress.step)},
+      {"loader_epoch", std::to_string(progress.position.epoch)},
+      {"loader_batch", std::to_string(progress.position.batch)},
+      {"loader_cursor", std::to_string(progress.position.cursor)},
+      {"optimizer_scalars", scalars.dump()},
+      {"config", progress.config},
+  };
+  save_weights(model, path, metadata, extra);
+}
+
+TrainingProgress load_checkpoint(const std::string& path, Detector& model, engine::Optimizer& optimizer) {
+  auto reader = engine::SafeTensorsReader::open(path);
+  const auto& meta = reader.metadata();
+  auto field = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    ENGINE_CHECK(it != meta.end(), path, ": not a training checkpoint (metadata has no '", key, "')");
+    return it->second;
+  };
+  ENGINE_CHECK(field("format") == kFormat, path, ": unknown checkpoint format '", field("format"), "'");
+  ENGINE_CHECK(field("model") == variant_name(model.variant()), path, ": checkpoint of model '", field("model"),
+               "', but this run builds '", variant_name(model.variant()), "'");
+  auto integer = [&](const char* key) -> int64_t {
+    try {
+      size_t used = 0;
+      int64_t v = std::stoll(field(key), &used);
+      if (used == field(key).size() && v >= 0) return v;
+    } catch (const std::exception&) {
+    }
+    engine::detail::fail(path, ": checkpoint metadata '", key, "' is not a non-negative integer: '", field(key), "'");
+  };
+  TrainingProgress progress;
+  progress.epoch = integer("epoch");
+  progress.step = integer("step");
+  progress.position = {integer("loader_epoch"), integer("loader_batch"), integer("loader_cursor")};
+  progress.config = field("config");
+
+  engine::OptimizerState state;
+  try {
+    nlohmann::json scalars = nlohmann::json::parse(field("optimizer_scalars"));
+    for (const auto& [key, value] : scalars.items()) state.scalars[key] = value.get<double>();
+  } catch (const nlohmann::json::exception& e) {
+    engine::detail::fail(path, ": checkpoint metadata 'optimizer_scalars' is damaged: ", e.what());
+  }
+  // Optimiser buffers have their parameter's shape; 4-D ones are stored OIHW like the weights.
+  for (const std::string& key : reader.keys()) {
+    if (key.rfind(kOptimizerPrefix, 0) != 0) continue;
+    engine::Tensor t = reader.read(key);
+    state.tensors.set(key.substr(std::string(kOptimizerPrefix).size()), t.ndim() == 4 ? oihw_to_krsc(t) : t);
+  }
+  // Check both parts before changing either: the weights load checks everything first, and
+  // the optimiser state is validated by load_state before it replaces anything.
+  load_weights(model, path, WeightsScope::All, {kOptimizerPrefix});
+  optimizer.load_state(state);
+  return progress;
+}
+
+}  // namespace models

@@ -1,0 +1,33 @@
+// Training checkpoints: one safetensors file (weights/FORMAT.md) holding the model's
+// parameters and buffers under their torchvision names (so a checkpoint is also a weights
+// file: load_weights and PyTorch can read it), the optimiser's buffers under "optimizer.",
+// and in the metadata the epoch, the global step, the data loader's position, the
+// optimiser's scalars and the run's configuration. Together with the seed, that is the
+// whole state of a run: the Bayesian noise and the augmentations are functions of
+// (seed, step) and (seed, epoch, sample), so a resumed run ends with the same weights as an
+// uninterrupted one. Written atomically: a crash never leaves a broken checkpoint.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "data/loader.h"
+#include "engine/optim.h"
+#include "models/resnet.h"
+
+namespace models {
+
+struct TrainingProgress {
+  int64_t epoch = 0;              // the epoch in progress (or about to start)
+  int64_t step = 0;               // optimiser steps taken so far, over all epochs
+  data::LoaderPosition position;  // where the loader continues
+  std::string config;             // the run's configuration (JSON), for the record
+};
+
+void save_checkpoint(const std::string& path, const Detector& model, const engine::Optimizer& optimizer,
+                     const TrainingProgress& progress);
+
+// Loads into `model` and `optimizer` (built with the same configuration) and returns the
+// progress. Errors name the file and what does not fit (another model, a damaged file).
+TrainingProgress load_checkpoint(const std::string& path, Detector& model, engine::Optimizer& optimizer);
+
+}  // namespace models

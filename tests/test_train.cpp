@@ -1,0 +1,105 @@
+// labels: cpu
+// The training run end to end on tiny built-in data: it learns, it writes its files, a
+// resumed run ends with exactly the weights of an uninterrupted one, and bad configurations
+// are refused before training.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/safetensors.h"
+#include "models/train.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() : path(fs::temp_directory_path() / ("train_test_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string sub(const std::string& name) const { return (path / name).string(); }
+};
+
+models::TrainOptions tiny(const std::string& out, const std::string& model = "resnet50") {
+  models::TrainOptions o;
+  o.model = model;
+  o.out = out;
+  o.epochs = 2;
+  o.batch_size = 4;
+  o.image_size = 32;
+  o.synthetic_size = 32;
+  o.synthetic_train = 16;  // 4 steps per epoch, 4 validation images
+  o.mc_samples = 3;
+  o.workers = 2;
+  o.eval_each_epoch = false;
+  return o;
+}
+
+std::vector<std::pair<std::string, std::vector<double>>> checkpoint_tensors(const std::string& run) {
+  auto reader = engine::SafeTensorsReader::open(run + "/checkpoint.safetensors");
+  std::vector<std::pair<std::string, std::vector<double>>> out;
+  for (const auto& key : reader.keys()) out.emplace_back(key, reader.read(key, engine::DType::F64).to_vector());
+  return out;
+}
+
+}  // namespace
+
+TEST(Training, ResumedRunEndsWithTheSameWeights) {
+  TempDir dir;
+  ASSERT_EQ(models::run_training(tiny(dir.sub("straight"), "resnet50_bnn")), 0);
+  // stopped mid-epoch (step 3 of 4 in epoch 1), then resumed to the end
+  models::TrainOptions first = tiny(dir.sub("resumed"), "resnet50_bnn");
+  first.max_steps = 3;
+  ASSERT_EQ(models::run_training(first), 0);
+  models::TrainOptions second = tiny(dir.sub("resumed"), "resnet50_bnn");
+  second.resume = true;
+  ASSERT_EQ(models::run_training(second), 0);
+  auto a = checkpoint_tensors(dir.sub("straight")), b = checkpoint_tensors(dir.sub("resumed"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second, b[i].second) << a[i].first << " differs after resuming";
+  }
+  // The run folder holds the results, with per-subset metrics and the class names.
+  std::ifstream in(dir.sub("resumed") + "/results.json");
+  nlohmann::json results = nlohmann::json::parse(in);
+  EXPECT_EQ(results["classes"]["1"], "ai (folder ai or fake)");
+  EXPECT_TRUE(results["evaluation"]["subsets"].contains("synthetic"));
+  EXPECT_TRUE(results["evaluation"]["pooled"].contains("bayes"));
+  EXPECT_TRUE(results["evaluation"]["subsets"]["synthetic"]["classification_report"].contains("nature"));
+}
+
+TEST(Training, RefusesBadConfigurationsBeforeTraining) {
+  TempDir dir;
+  auto expect_error = [](models::TrainOptions o, const std::string& needle) {
+    try {
+      models::run_training(o);
+      ADD_FAILURE() << "expected an error containing " << needle;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  models::TrainOptions o = tiny(dir.sub("run"));
+  o.model = "vgg16";
+  expect_error(o, "unknown model 'vgg16'");
+  o = tiny(dir.sub("run"));
+  o.data = dir.sub("no_such_folder");
+  expect_error(o, "no_such_folder");
+  o = tiny(dir.sub("run"));
+  o.resume = true;
+  expect_error(o, "--resume: no checkpoint");
+  o = tiny(dir.sub("run"));
+  o.optimizer = "lbfgs";
+  expect_error(o, "unknown optimizer 'lbfgs'");
+  o = tiny(dir.sub("run"));
+  o.max_steps = 1;
+  ASSERT_EQ(models::run_training(o), 0);
+  expect_error(tiny(dir.sub("run")), "already holds a run");
+}
