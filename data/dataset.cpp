@@ -25,13 +25,6 @@ std::string lowercase(std::string s) {
   return s;
 }
 
-bool is_hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
-
-bool has_image_extension(const fs::path& p) {
-  const std::string ext = lowercase(p.extension().string());
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
-}
-
 // Sorted names of the visible subfolders of `dir`.
 std::vector<std::string> subfolders(const fs::path& dir) {
   std::vector<std::string> names;
@@ -89,6 +82,13 @@ Layout detect_layout(const fs::path& root) {
 }
 
 }  // namespace
+
+bool is_hidden(const fs::path& p) { return p.filename().string().rfind('.', 0) == 0; }
+
+bool has_image_extension(const fs::path& p) {
+  const std::string ext = lowercase(p.extension().string());
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+}
 
 const char* label_name(int64_t label) { return label == kLabelReal ? "real" : "ai"; }
 

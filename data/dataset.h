@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,10 @@ constexpr int64_t kLabelGenerated = 1;
 const char* label_name(int64_t label);
 // The label a class folder stands for, or -1 for an unknown name.
 int64_t label_of_class_folder(const std::string& folder_name);
+
+// The files image folders are made of: .jpg .jpeg .png .bmp (any case), not hidden (".x").
+bool has_image_extension(const std::filesystem::path& p);
+bool is_hidden(const std::filesystem::path& p);  // files and folders whose name starts with '.'
 
 struct Sample {
   std::string path;  // the file, or a descriptive name for generated samples

@@ -9,7 +9,7 @@ namespace models {
 
 namespace {
 constexpr const char* kFormat = "aidetect-checkpoint-1";
-constexpr const char* kOptimizerPrefix = "optimizer.";
+constexpr const char* kOptimizerPrefix = kCheckpointOptimizerPrefix;
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Detector& model, const engine::Optimizer& optimizer,

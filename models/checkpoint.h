@@ -16,6 +16,9 @@
 
 namespace models {
 
+// Checkpoint tensors under this prefix are the optimiser's state, not the model's.
+constexpr const char* kCheckpointOptimizerPrefix = "optimizer.";
+
 struct TrainingProgress {
   int64_t epoch = 0;              // the epoch in progress (or about to start)
   int64_t step = 0;               // optimiser steps taken so far, over all epochs
