@@ -5,6 +5,9 @@ Run from the repository root, after a Release build of bench_kernels:
     /usr/bin/python3 bench/torch_conv.py --bench build/bench/bench_kernels
     /usr/bin/python3 bench/torch_conv.py --bench build/bench/bench_kernels --config b8_224 --only 56x56_64to64_3x3s1
 Without --bench it times PyTorch alone. Debian's python3-torch installs for /usr/bin/python3.
+On a machine busy with other work, wall-clock times of two threads mostly measure the other
+work; `--threads 1 --cpu-time` then compares per-core efficiency (process CPU time, which time
+slices taken by other processes do not inflate).
 
 Both sides run on the same threads (--threads, default: all cores), shape by shape, one after
 the other, so that load from other processes hits both alike; each time is the median of
@@ -44,22 +47,22 @@ def shape_name(h, c, k, r, stride):
     return f"{h}x{h}_{c}to{k}_{r}x{r}s{stride}"
 
 
-def median_time(fn, repeats, sample_seconds=0.05):
+def median_time(fn, repeats, clock, sample_seconds=0.05):
     """Median seconds per call over `repeats` samples of enough calls to last sample_seconds."""
     fn()
-    start = time.perf_counter()
+    start = clock()
     fn()
-    calls = max(1, int(sample_seconds / max(time.perf_counter() - start, 1e-7)))
+    calls = max(1, int(sample_seconds / max(clock() - start, 1e-7)))
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             fn()
-        samples.append((time.perf_counter() - start) / calls)
+        samples.append((clock() - start) / calls)
     return statistics.median(samples)
 
 
-def torch_times(n, h, c, k, r, stride, pad, repeats):
+def torch_times(n, h, c, k, r, stride, pad, repeats, clock):
     """{pass: (seconds, layout)} for PyTorch's faster layout per pass."""
     p = (h + 2 * pad - r) // stride + 1
     best = {}
@@ -80,13 +83,13 @@ def torch_times(n, h, c, k, r, stride, pad, repeats):
                "bwd_weight": backward([False, True, False])}
         name = "channels_last" if layout == torch.channels_last else "nchw"
         for pass_name, fn in fns.items():
-            t = median_time(fn, repeats)
+            t = median_time(fn, repeats, clock)
             if pass_name not in best or t < best[pass_name][0]:
                 best[pass_name] = (t, name)
     return best
 
 
-def our_times(bench, config, shape, repeats):
+def our_times(bench, config, shape, repeats, cpu_time):
     """{pass: seconds}, medians from bench_kernels."""
     cmd = [bench, f"--benchmark_filter=^Conv2d/.*/{config}/{shape}/", f"--benchmark_repetitions={repeats}",
            "--benchmark_report_aggregates_only=true", "--benchmark_format=json", "--benchmark_min_time=0.05"]
@@ -95,7 +98,7 @@ def our_times(bench, config, shape, repeats):
     times = {}
     for b in json.loads(out)["benchmarks"]:
         if b.get("aggregate_name") == "median":
-            times[b["run_name"].split("/")[1]] = b["real_time"] * scale[b["time_unit"]]
+            times[b["run_name"].split("/")[1]] = b["cpu_time" if cpu_time else "real_time"] * scale[b["time_unit"]]
     return times
 
 
@@ -106,11 +109,14 @@ def main():
     ap.add_argument("--only", action="append", help="shape name(s) to run, e.g. 56x56_64to64_3x3s1")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall-clock (use with --threads 1)")
     a = ap.parse_args()
+    clock = time.process_time if a.cpu_time else time.perf_counter
     torch.set_num_threads(a.threads)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)  # for bench_kernels
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mkldnn {torch.backends.mkldnn.is_available()}")
-    print("times: median ms per call; speedup = PyTorch time / ours (above 1: we are faster)\n")
+    print(f"times: median {'CPU' if a.cpu_time else 'wall-clock'} ms per call; "
+          "speedup = PyTorch time / ours (above 1: we are faster)\n")
     header = f"{'config':7} {'shape':24} {'uses':>4} {'pass':10} {'ours ms':>9} {'GFLOP/s':>8} {'torch ms':>9} {'layout':13} {'speedup':>7}"
     for config in a.config or sorted(CONFIGS):
         n, image = CONFIGS[config]
@@ -123,8 +129,8 @@ def main():
                 continue
             p = (h + 2 * pad - r) // stride + 1
             gflop = 2.0 * n * p * p * k * r * r * c / 1e9
-            ours = our_times(a.bench, config, shape, a.repeats) if a.bench else {}
-            theirs = torch_times(n, h, c, k, r, stride, pad, a.repeats)
+            ours = our_times(a.bench, config, shape, a.repeats, a.cpu_time) if a.bench else {}
+            theirs = torch_times(n, h, c, k, r, stride, pad, a.repeats, clock)
             for pass_name in PASSES:
                 t_torch, layout = theirs[pass_name]
                 t_ours = ours.get(pass_name)

@@ -112,7 +112,8 @@ void check_against_reference(const Geometry& g, DType dtype, double tolerance) {
   EXPECT_LT(normwise_error(tb.grad(), from(ref.db, {g.K})), tolerance) << "db";
 }
 
-// C and K deliberately not multiples of the vector width; batch > 1; non-square.
+// C and K deliberately not multiples of the vector width; batch > 1; non-square. Below 16
+// input channels the kernels take other paths (kernel-row segments, col2im): both are covered.
 const std::vector<Geometry> kGeometries = {
     {2, 5, 7, 19, 23, 1, 1, 1, 0},    // 1x1 stride 1: a plain GEMM
     {3, 7, 6, 17, 70, 1, 1, 2, 0},    // 1x1 stride 2 (ResNet downsample); K over one tile
@@ -120,10 +121,12 @@ const std::vector<Geometry> kGeometries = {
     {2, 9, 8, 21, 18, 3, 3, 2, 1},    // 3x3 stride 2 pad 1, even input
     {1, 7, 5, 6, 9, 3, 3, 2, 1},      // 3x3 stride 2 pad 1, odd input
     {2, 15, 13, 3, 10, 7, 7, 2, 3},   // the 7x7 stride-2 stem
+    {1, 12, 11, 15, 4, 11, 11, 1, 5}, // a kernel row longer than a reduction block
     {2, 6, 9, 5, 7, 3, 3, 1, 0},      // no padding
     {2, 8, 7, 4, 6, 5, 3, 2, 2},      // non-square kernel
     {2, 3, 4, 3, 5, 5, 3, 1, 1},      // kernel exactly as large as the padded input
     {2, 8, 7, 5, 4, 2, 2, 3, 0},      // stride above the kernel: some input pixels unused
+    {2, 8, 7, 18, 4, 2, 2, 3, 0},     // the same with per-tap segments: phases with no taps
     {1, 1, 1, 1, 1, 1, 1, 1, 0},      // one of everything
     {2, 9, 7, 24, 5, 5, 5, 2, 2},     // enough channels for per-tap segments, wide padding
     {2, 10, 9, 160, 130, 3, 3, 1, 1}, // channels over a reduction block; threaded GEMMs
@@ -132,12 +135,14 @@ const std::vector<Geometry> kGeometries = {
 
 }  // namespace
 
+// Tolerances are normwise (normwise_error), about 30x (f64) and 7x (f32) the worst error
+// measured over these geometries (3.0e-15 and 7.5e-7); a wrong tap or channel costs ~1e-1.
 TEST(Conv2d, MatchesDirectLoopsInFloat64) {
   for (const Geometry& g : kGeometries) check_against_reference(g, DType::F64, 1e-13);
 }
 
 TEST(Conv2d, MatchesDirectLoopsInFloat32) {
-  for (const Geometry& g : kGeometries) check_against_reference(g, DType::F32, 2e-6);
+  for (const Geometry& g : kGeometries) check_against_reference(g, DType::F32, 5e-6);
 }
 
 TEST(Conv2d, Float32MatchesFloat64) {
@@ -184,6 +189,16 @@ TEST(Conv2d, GradientsOnlyWhereRequired) {
     y = conv2d(x, w, Tensor(), 1, 1);
   }
   EXPECT_FALSE(y.requires_grad());
+}
+
+TEST(Conv2d, EmptyBatch) {
+  Tensor x = Tensor::zeros({0, 5, 5, 3}, DType::F64), w = param({4, 3, 3, 3}, 3), b = param({4}, 4);
+  x.set_requires_grad(true);
+  Tensor y = conv2d(x, w, b, 2, 1);
+  EXPECT_EQ(y.shape(), (Shape{0, 3, 3, 4}));
+  sum(y).backward();
+  EXPECT_EQ(w.grad().to_vector(), std::vector<double>(w.numel(), 0.0));
+  EXPECT_EQ(b.grad().to_vector(), std::vector<double>(4, 0.0));
 }
 
 TEST(Conv2d, RejectsBadInputs) {
@@ -308,9 +323,9 @@ TEST(Gemm, IndirectRowsSegmentsBiasAccumulate) {
     for (int64_t i = 0; i < count; ++i)
       for (int64_t s = s0; s < s1; ++s) rows[i * ld + s - s0] = a.data() + where(m0 + i, s);
   };
-  g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, double* dst, int64_t ld) {
+  g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const kernels::cpu::PanelWriter<double>& dst) {
     for (int64_t k = 0; k < kc; ++k)
-      for (int64_t j = 0; j < nc; ++j) dst[k * ld + j] = b[(k0 + k) * N + n0 + j];
+      for (int64_t j = 0; j < nc; ++j) *dst.at(k, j) = b[(k0 + k) * N + n0 + j];
   };
   g.c_rows = [&](int64_t m0, int64_t count, double** rows) {
     for (int64_t i = 0; i < count; ++i) rows[i] = c.data() + (m0 + i) * N;

@@ -93,12 +93,9 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
       }
     };
   }
-  // B[(r,s,c), k] = w[k, r, s, c]: a transpose of the weight, read along its rows.
-  g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld) {
-    for (int64_t j = 0; j < nc; ++j) {
-      const T* src = w + (n0 + j) * rsc + k0;
-      for (int64_t k = 0; k < kc; ++k) dst[k * ld + j] = src[k];
-    }
+  // B[(r,s,c), k] = w[k, r, s, c]: the weight, transposed.
+  g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst) {
+    pack_transposed(w + n0 * rsc + k0, rsc, kc, nc, T(1), dst);
   };
   g.c_rows = [&](int64_t m0, int64_t count, T** rows) {
     for (int64_t i = 0; i < count; ++i) rows[i] = y + (m0 + i) * s.K;
@@ -107,8 +104,51 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   run_indirect_gemm(g);
 }
 
+namespace {
+
+// Backward-data with few input channels (the stem, an attention map): by stride phases each
+// GEMM would be only C columns wide, mostly padding of the register tile. Instead, as in the
+// textbook: dcol = dy w, [output pixels] x [(r, s, c)], scattered back into dx (col2im), a few
+// output rows at a time; threads take whole images, whose dx they alone write.
+template <typename T>
+void backward_data_col2im(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  const int64_t rsc = s.R * s.S * s.C, image = s.H * s.W * s.C;
+  constexpr int64_t kChunkElements = int64_t{1} << 17;  // of dcol: 512 KiB in float
+  const int64_t rows_per_chunk = std::clamp<int64_t>(kChunkElements / (s.Q * rsc), 1, s.P);
+  parallel_for(s.N, 1, [&](int64_t n_begin, int64_t n_end) {
+    std::vector<T> dcol(static_cast<size_t>(rows_per_chunk * s.Q * rsc));
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      T* dx_image = dx + n * image;
+      std::fill(dx_image, dx_image + image, T(0));
+      for (int64_t p0 = 0; p0 < s.P; p0 += rows_per_chunk) {
+        const int64_t rows = std::min(rows_per_chunk, s.P - p0);
+        gemm<T>(false, false, rows * s.Q, rsc, s.K, T(1), dy + (n * s.P + p0) * s.Q * s.K, s.K, w, rsc,
+                T(0), dcol.data(), rsc);
+        for (int64_t p = p0; p < p0 + rows; ++p)
+          for (int64_t q = 0; q < s.Q; ++q) {
+            const T* col = dcol.data() + ((p - p0) * s.Q + q) * rsc;
+            for (int64_t r = 0; r < s.R; ++r) {
+              const int64_t h = p * s.stride - s.pad + r;
+              if (h < 0 || h >= s.H) continue;
+              for (int64_t c = 0; c < s.S; ++c) {
+                const int64_t x_col = q * s.stride - s.pad + c;
+                if (x_col < 0 || x_col >= s.W) continue;
+                T* out = dx_image + (h * s.W + x_col) * s.C;
+                const T* in = col + (r * s.S + c) * s.C;
+                for (int64_t ch = 0; ch < s.C; ++ch) out[ch] += in[ch];
+              }
+            }
+          }
+      }
+    }
+  });
+}
+
+}  // namespace
+
 template <typename T>
 void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  if (s.C < kRowSegmentsBelowChannels) return backward_data_col2im(s, dy, w, dx);
   const int64_t st = s.stride, rsc = s.R * s.S * s.C;
   const std::vector<T> zeros(static_cast<size_t>(s.K), T(0));
   // Kernel rows (or columns) that reach input phase `ph`, with the output offset each reads.
@@ -144,11 +184,15 @@ void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) 
         }
       };
       // B[(tap, k), c] = w[k, r, s, c]: rows of the weight, copied as they are.
-      g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld) {
+      g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst) {
         for (int64_t k = 0; k < kc; ++k) {
           const int64_t t = (k0 + k) / s.K, out_channel = (k0 + k) % s.K;
           const int64_t tap = tap_r[t / taps_s].index * s.S + tap_s[t % taps_s].index;
-          std::memcpy(dst + k * ld, w + out_channel * rsc + tap * s.C + n0, nc * sizeof(T));
+          const T* src = w + out_channel * rsc + tap * s.C + n0;
+          for (int64_t j = 0, run; j < nc; j += run) {
+            run = std::min(dst.run(j), nc - j);
+            std::memcpy(dst.at(k, j), src + j, run * sizeof(T));
+          }
         }
       };
       g.c_rows = [&](int64_t m0, int64_t count, T** rows) {
@@ -177,27 +221,28 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw
   // (s, c) are S * C contiguous elements of one input row, so they are copied in such runs,
   // with zeros where the window overhangs the image.
   const int64_t span = s.S * s.C;
-  g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld) {
+  g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst) {
     const int64_t first_r = n0 / span, first_offset = n0 % span;
     PixelWalk at(k0, s.P, s.Q);
     for (int64_t k = 0; k < kc; ++k, at.next()) {
       const int64_t h0 = at.p * s.stride - s.pad, w0 = at.q * s.stride - s.pad;
       // the part of a kernel row's span inside the image: [inside_lo, inside_hi)
       const int64_t inside_lo = std::max<int64_t>(0, -w0 * s.C), inside_hi = std::min(span, (s.W - w0) * s.C);
-      T* out = dst + k * ld;
-      for (int64_t j = 0, r = first_r, first = first_offset; j < nc; j += span - first, ++r, first = 0) {
-        const int64_t end = std::min(span, first + nc - j);  // this run: span elements [first, end)
+      // column j holds span element e of kernel row r; runs end at a kernel row or a panel
+      for (int64_t j = 0, r = first_r, e = first_offset, run; j < nc; j += run, e += run) {
+        if (e == span) e = 0, ++r;
+        run = std::min({span - e, dst.run(j), nc - j});
+        T* out = dst.at(k, j);  // out[i] receives span element e + i
         const int64_t h = h0 + r;
-        const int64_t lo = std::clamp(inside_lo, first, end), hi = std::clamp(inside_hi, lo, end);
-        T* run = out + j;  // run[e - first] receives span element e
+        const int64_t lo = std::clamp(inside_lo, e, e + run), hi = std::clamp(inside_hi, lo, e + run);
         if (h < 0 || h >= s.H) {
-          std::fill(run, run + (end - first), T(0));
+          std::fill(out, out + run, T(0));
           continue;
         }
         const T* src = x + ((at.n * s.H + h) * s.W) * s.C + (w0 * s.C + lo);  // span element lo
-        std::fill(run, run + (lo - first), T(0));
-        for (int64_t e = 0; e < hi - lo; ++e) run[lo - first + e] = src[e];
-        std::fill(run + (hi - first), run + (end - first), T(0));
+        std::fill(out, out + (lo - e), T(0));
+        for (int64_t i = 0; i < hi - lo; ++i) out[lo - e + i] = src[i];
+        std::fill(out + (hi - e), out + run, T(0));
       }
     }
   };

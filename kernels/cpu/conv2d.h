@@ -9,6 +9,8 @@
 // gradient only from the taps r with (ph + pad - r) divisible by the stride, each reading
 // output row p = i + (ph + pad - r) / stride; so each phase is a stride-1 correlation of dy with
 // the transposed sub-kernel, written straight into its rows of dx (no col2im, no scatter).
+// Below 16 input channels (the RGB stem) the forward and backward-weight read whole kernel
+// rows (S*C contiguous elements) per step, and backward-data is a GEMM into columns + col2im.
 // Gradient rule: dx, dw and db are written (=); the engine accumulates parameter gradients.
 // Bench: build/bench/bench_kernels --benchmark_filter=Conv2d
 #pragma once

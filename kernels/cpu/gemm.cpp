@@ -9,18 +9,25 @@
 // "indirect GEMM"); strided rows (a transposed A) are packed block by block.
 //
 // Threads (OpenMP) each take a band of C, of rows or of columns, whichever keeps the busiest
-// thread shortest (a row split makes every thread pack all of B; a column split costs
-// nothing extra, A being read in place, but leaves threads idle when the column tiles are
-// few), and run the blocked loops on their own buffers, so they never wait on each other.
+// thread shortest (split_by_columns), and run the blocked loops on their own buffers, so they
+// never wait on each other.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#if defined(__AVX512F__)
+// GCC 12 warns about its own intrinsics (they start from a deliberately undefined vector).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
 
 namespace kernels::cpu {
 namespace {
@@ -72,6 +79,8 @@ constexpr int64_t kBlockRowsPackedA = 86 * kTileRows;
 constexpr int64_t kWholePackedB = int64_t{8} << 20;
 // Data up to this size (bytes, half an L2) is assumed to stay in cache while it is reused.
 constexpr int64_t kCacheResident = int64_t{512} << 10;
+// Elements of a strided A requested from memory ahead of their packing.
+constexpr int64_t kPrefetchAhead = 8;
 // Below this many flops a product runs on one thread: forking would cost more than it saves.
 constexpr double kMinParallelFlops = 4e6;
 
@@ -196,6 +205,9 @@ void pack_strided_a(const T* const* rows, int64_t ld, int64_t mc, int64_t tiled_
     for (int64_t i = 1; i < mc; ++i) adjacent = adjacent && rows[i * ld + p] + blk.c0 * step == first + i;
     for (int64_t c = 0; c < blk.len; ++c) {
       T* dst = packed + (p * blk.len + c) * tiled_rows;
+      if (adjacent && c + kPrefetchAhead < blk.len) {
+        for (int64_t i = 0; i < mc; i += 64 / sizeof(T)) __builtin_prefetch(first + (c + kPrefetchAhead) * step + i);
+      }
       if (adjacent) {
         std::memcpy(dst, first + c * step, mc * sizeof(T));
       } else {
@@ -279,8 +291,8 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
   if (whole_b) table_ld = g.segments;
   const T** a_table = scratch(mem.a_table, mem.a_table_size, table_rows * table_ld);
   T** c_table = scratch(mem.c_table, mem.c_table_size, table_rows);
-  // Strided A (a transposed operand; a column of dy in backward-weight) is packed into
-  // kTileRows-interleaved panels: read in place it would cost a cache line per element.
+  // Strided A (a transposed operand; a column of dy in backward-weight) is packed block by
+  // block (pack_strided_a): read in place it would cost a cache line per element.
   T* packed_a = nullptr;
   if (g.a_step != 1) {
     int64_t max_kc = 0;
@@ -291,12 +303,12 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
   auto pack_block = [&](size_t bi) {
     const ReductionBlock& blk = blocks[bi];
     const int64_t kc = (blk.s1 - blk.s0) * blk.len;
-    for (int64_t p = 0; p < panels; ++p) {
-      T* dst = packed_b + block_offset[bi] + p * kc * NR;
-      const int64_t n0 = n_begin + p * NR, nc = std::min<int64_t>(NR, n_end - n0);
-      if (nc < NR) std::fill(dst, dst + kc * NR, T(0));
-      g.pack_b(blk.s0 * g.segment_len + blk.c0, kc, n0, nc, dst, NR);
+    T* dst = packed_b + block_offset[bi];
+    if ((n_end - n_begin) % NR != 0) {  // the last panel's columns past n_end stay zero
+      T* last = dst + (panels - 1) * kc * NR;
+      std::fill(last, last + kc * NR, T(0));
     }
+    g.pack_b(blk.s0 * g.segment_len + blk.c0, kc, n_begin, n_end - n_begin, PanelWriter<T>{dst, NR, kc * NR});
   };
   // Addresses of rows [m0, m0 + mc) for segments [s0, s1), padded to whole tiles: rows past
   // the end re-read the last valid row (they are computed, not stored).
@@ -374,15 +386,19 @@ void fill_without_reduction(const IndirectGemm<T>& g) {
 }
 
 // Whether threads should split C by columns rather than rows: the estimated time of the
-// busiest thread, per element of the reduction, counting whole register tiles, plus the
-// packing of B, which every thread repeats for its own columns (a packed element costs about
-// as much as kPackCost multiply-adds).
+// busiest thread, per element of the reduction, in multiply-adds: its whole register tiles,
+// the packing of its columns of B and the reading of its rows of A from memory (about
+// kMoveCost multiply-adds per element each). A row split repeats B's packing in every thread,
+// a column split A's reading.
 bool split_by_columns(int64_t row_tiles, int64_t col_tiles, int threads, int tile_rows, int tile_cols) {
-  constexpr double kPackCost = 4;
+  constexpr double kMoveCost = 4;
   if (col_tiles < threads) return false;
-  const double row_split = (ceil_div(row_tiles, threads) * tile_rows + kPackCost) * col_tiles * tile_cols;
-  const double col_split = (row_tiles * tile_rows + kPackCost) * ceil_div(col_tiles, threads) * tile_cols;
-  return col_split <= row_split;
+  auto busiest = [&](int64_t rows, int64_t cols) {
+    return double(rows) * cols + kMoveCost * (rows + cols);
+  };
+  const int64_t all_rows = row_tiles * tile_rows, all_cols = col_tiles * tile_cols;
+  return busiest(all_rows, ceil_div(col_tiles, threads) * tile_cols) <=
+         busiest(ceil_div(row_tiles, threads) * tile_rows, all_cols);
 }
 
 }  // namespace
@@ -392,7 +408,7 @@ void run_indirect_gemm(const IndirectGemm<T>& g) {
   constexpr int MR = kTileRows, NR = kTileCols<T>;
   if (g.M <= 0 || g.N <= 0) return;
   if (g.segments <= 0 || g.segment_len <= 0) return fill_without_reduction(g);
-  const std::vector<ReductionBlock> blocks = reduction_blocks(g.segments, g.segment_len, g.a_step != 1 ? kBlockK<T> / 2 : kBlockK<T>);
+  const std::vector<ReductionBlock> blocks = reduction_blocks(g.segments, g.segment_len, kBlockK<T>);
   const int64_t row_tiles = ceil_div(g.M, MR), col_tiles = ceil_div(g.N, NR);
   const double flops = 2.0 * g.M * g.N * g.segments * g.segment_len;
   int threads = 1;
@@ -409,6 +425,61 @@ void run_indirect_gemm(const IndirectGemm<T>& g) {
     const int64_t end = std::min(extent, tiles * (part + 1) / threads * tile);
     if (split_columns) run_part(g, blocks, 0, g.M, begin, end);
     else run_part(g, blocks, begin, end, 0, g.N);
+  }
+}
+
+#if defined(__AVX512F__)
+namespace {
+// dst[i * dst_ld + j] = scale * src[j * ld + i] for a 16 x 16 block, through registers.
+void transpose_16x16(const float* src, int64_t ld, float* dst, int64_t dst_ld, float scale) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld);
+  for (int i = 0; i < 8; ++i) {  // interleave elements of row pairs
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // then element pairs
+    __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 2; ++i) {  // then 128-bit lanes, twice
+    for (int j = 0; j < 4; ++j) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
+      t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xdd);
+    }
+  }
+  const __m512 factor = _mm512_set1_ps(scale);
+  for (int j = 0; j < 8; ++j) {
+    _mm512_storeu_ps(dst + j * dst_ld, _mm512_mul_ps(factor, _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88)));
+    _mm512_storeu_ps(dst + (j + 8) * dst_ld, _mm512_mul_ps(factor, _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd)));
+  }
+}
+}  // namespace
+#endif
+
+template <typename T>
+void pack_transposed(const T* src, int64_t ld, int64_t kc, int64_t nc, T scale, const PanelWriter<T>& dst) {
+  int64_t j0 = 0;
+#if defined(__AVX512F__)
+  // 16 x 16 blocks (a panel is a whole number of them wide), in registers: a scalar transpose
+  // would cost about a tenth of a forward convolution's time where the batch is small
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j0 + 16 <= nc; j0 += 16) {
+      int64_t k0 = 0;
+      for (; k0 + 16 <= kc; k0 += 16) transpose_16x16(src + j0 * ld + k0, ld, dst.at(k0, j0), dst.width, scale);
+      for (; k0 < kc; ++k0)
+        for (int64_t j = j0; j < j0 + 16; ++j) *dst.at(k0, j) = scale * src[j * ld + k0];
+    }
+  }
+#endif
+  for (int64_t j = j0; j < nc; ++j) {
+    const T* row = src + j * ld;
+    T* out = dst.at(0, j);
+    for (int64_t k = 0; k < kc; ++k) out[k * dst.width] = scale * row[k];
   }
 }
 
@@ -435,17 +506,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
   g.a_rows = [=](int64_t m0, int64_t count, int64_t, int64_t, const T** rows, int64_t ld) {
     for (int64_t i = 0; i < count; ++i) rows[i * ld] = trans_a ? A + m0 + i : A + (m0 + i) * lda;
   };
-  g.pack_b = [=](int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld) {
+  g.pack_b = [=](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst) {
     if (!trans_b) {
       for (int64_t k = 0; k < kc; ++k) {
         const T* src = B + (k0 + k) * ldb + n0;
-        for (int64_t j = 0; j < nc; ++j) dst[k * ld + j] = alpha * src[j];
+        for (int64_t j = 0, run; j < nc; j += run) {
+          run = std::min(dst.run(j), nc - j);
+          T* out = dst.at(k, j);
+          for (int64_t e = 0; e < run; ++e) out[e] = alpha * src[j + e];
+        }
       }
-    } else {  // op(B)[k, n] = B[n * ldb + k]: read along B's rows, write down the panel
-      for (int64_t j = 0; j < nc; ++j) {
-        const T* src = B + (n0 + j) * ldb + k0;
-        for (int64_t k = 0; k < kc; ++k) dst[k * ld + j] = alpha * src[k];
-      }
+    } else {  // op(B)[k, n] = B[n * ldb + k]
+      pack_transposed(B + n0 * ldb + k0, ldb, kc, nc, alpha, dst);
     }
   };
   g.c_rows = [=](int64_t m0, int64_t count, T** rows) {
@@ -461,5 +533,7 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const 
                            const double*, int64_t, double, double*, int64_t);
 template void run_indirect_gemm<float>(const IndirectGemm<float>&);
 template void run_indirect_gemm<double>(const IndirectGemm<double>&);
+template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, float, const PanelWriter<float>&);
+template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, double, const PanelWriter<double>&);
 
 }  // namespace kernels::cpu

@@ -9,10 +9,11 @@
 // the convolutions use it without materialising an im2col matrix:
 //   C[m, n] = (accumulate ? C[m, n] : 0) + bias[n] + sum_k A[m, k] * B[k, n].
 // The reduction index k is split into `segments` runs of `segment_len`: k = s * segment_len + c.
-// Row m of A in segment s is read in place, at a_rows(m, s)[c * a_step]: for a convolution, s
-// is a kernel tap and the pointer is the input pixel that tap reads (or a zero vector where it
-// falls into the padding). B is copied into the kernel's panel layout by pack_b. C rows are
-// addressed through c_rows, so a product may write rows scattered over a tensor.
+// Row m of A in segment s is at a_rows(m, s)[c * a_step], read in place when a_step is 1 (else
+// copied block by block): for a convolution, s is a kernel tap and the pointer is the input
+// pixel that tap reads (or a zero vector where it falls into the padding). B is copied into
+// the kernel's panel layout by pack_b. C rows are addressed through c_rows, so a product may
+// write rows scattered over a tensor.
 // Bench: build/bench/bench_kernels --benchmark_filter=Gemm
 #pragma once
 #include <cstdint>
@@ -24,6 +25,17 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// Where pack_b puts B: column panels `width` wide (the micro-kernel's), `panel_stride` apart;
+// element (k, j) of the block at panel j / width, row k, column j % width.
+template <typename T>
+struct PanelWriter {
+  T* data;
+  int64_t width, panel_stride;
+  T* at(int64_t k, int64_t j) const { return data + (j / width) * panel_stride + k * width + j % width; }
+  // how many columns from j on stay in j's panel
+  int64_t run(int64_t j) const { return width - j % width; }
+};
+
 template <typename T>
 struct IndirectGemm {
   int64_t M = 0, N = 0;
@@ -34,9 +46,10 @@ struct IndirectGemm {
   // readable for segment_len * a_step elements (point padding at a vector of zeros).
   std::function<void(int64_t m0, int64_t count, int64_t s0, int64_t s1, const T** rows, int64_t ld)>
       a_rows;
-  // dst[k * ld + j] = B[k0 + k, n0 + j] for k < kc, j < nc (columns nc..ld-1 are the caller's
-  // to ignore: they are zeroed beforehand).
-  std::function<void(int64_t k0, int64_t kc, int64_t n0, int64_t nc, T* dst, int64_t ld)> pack_b;
+  // Writes B[k0 + k, n0 + j] to *dst.at(k, j) for k < kc, j < nc: one call per block of the
+  // reduction covers all of a thread's columns, so that a source laid out by rows of B (an
+  // input pixel's channels) can be read in order.
+  std::function<void(int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst)> pack_b;
   // rows[i] = address of C[m0 + i, 0] for i < count.
   std::function<void(int64_t m0, int64_t count, T** rows)> c_rows;
   const T* bias = nullptr;  // [N] added to every row, or null
@@ -45,5 +58,10 @@ struct IndirectGemm {
 
 template <typename T>
 void run_indirect_gemm(const IndirectGemm<T>& problem);
+
+// A pack_b for a B stored transposed (a weight read along its rows):
+//   *dst.at(k, j) = scale * src[j * ld + k] for k < kc, j < nc.
+template <typename T>
+void pack_transposed(const T* src, int64_t ld, int64_t kc, int64_t nc, T scale, const PanelWriter<T>& dst);
 
 }  // namespace kernels::cpu
