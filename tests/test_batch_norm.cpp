@@ -9,11 +9,15 @@
 #include "engine/ops.h"
 #include "gradcheck.h"
 #include "kernels/cpu/parallel.h"
+#include "test_util.h"
 
 using namespace engine;
 using testing_util::gradcheck;
 using testing_util::max_rel_error;
 using testing_util::param;
+
+using testing_util::expect_error;
+using testing_util::ThreadCountGuard;
 
 namespace {
 
@@ -22,26 +26,6 @@ Tensor positive_variance(int64_t channels, uint64_t seed) {
   Tensor u = Tensor::rand({channels}, seed, 0, DType::F64);
   return add(u, Tensor::full({channels}, 0.5, DType::F64));
 }
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-// Restores OpenMP's thread count at the end of a test that changes it.
-class ThreadCountGuard {
- public:
-  ThreadCountGuard() : saved_(kernels::cpu::num_threads()) {}
-  ~ThreadCountGuard() { kernels::cpu::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
 
 }  // namespace
 

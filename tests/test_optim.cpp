@@ -10,8 +10,11 @@
 #ifdef ENGINE_WITH_CUDA
 #include "kernels/cuda/runtime.h"
 #endif
+#include "test_util.h"
 
 using namespace engine;
+
+using testing_util::expect_error;
 
 namespace {
 
@@ -82,16 +85,6 @@ std::vector<double> adam_by_hand(double lr, double b1, double b2, double eps, do
     out.push_back(p);
   }
   return out;
-}
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace

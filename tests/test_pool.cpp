@@ -11,10 +11,14 @@
 #include "engine/ops.h"
 #include "gradcheck.h"
 #include "kernels/cpu/parallel.h"
+#include "test_util.h"
 
 using namespace engine;
 using testing_util::gradcheck;
 using testing_util::max_rel_error;
+
+using testing_util::expect_error;
+using testing_util::ThreadCountGuard;
 
 namespace {
 
@@ -63,26 +67,6 @@ std::vector<double> reference_max_pool(const Tensor& x, int kernel, int stride, 
         }
   return out;
 }
-
-template <typename Fn>
-void expect_error(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing '" << needle << "'";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-// Restores OpenMP's thread count at the end of a test that changes it.
-class ThreadCountGuard {
- public:
-  ThreadCountGuard() : saved_(kernels::cpu::num_threads()) {}
-  ~ThreadCountGuard() { kernels::cpu::set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
 
 }  // namespace
 
