@@ -9,6 +9,7 @@ namespace engine {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local OpObserver* g_observer = nullptr;
 
 // a + b out of place: gradients may share storage with tensors still in use (reshape views).
 Tensor accumulate(const Tensor& acc, const Tensor& g) { return acc.defined() ? add(acc, g) : g; }
@@ -17,6 +18,11 @@ Tensor accumulate(const Tensor& acc, const Tensor& g) { return acc.defined() ? a
 bool grad_enabled() { return g_grad_enabled; }
 NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+
+ScopedOpObserver::ScopedOpObserver(OpObserver* observer) : previous_(g_observer) {
+  g_observer = observer;
+}
+ScopedOpObserver::~ScopedOpObserver() { g_observer = previous_; }
 
 bool needs_grad(std::initializer_list<const Tensor*> inputs) {
   if (!g_grad_enabled) return false;
@@ -41,6 +47,7 @@ void record(Tensor& out, const char* op, std::initializer_list<const Tensor*> in
   }
   out.impl().grad_fn = std::move(node);
   out.impl().requires_grad = true;
+  if (g_observer) g_observer->on_forward(op, out);
 }
 
 void Tensor::backward(bool retain_graph) const {
@@ -79,7 +86,9 @@ void Tensor::backward(bool retain_graph) const {
     ENGINE_CHECK(!node->released, "backward: the graph through op '", node->op,
                  "' was already released by an earlier backward; call backward(true) the first ",
                  "time to keep it, or recompute the forward pass");
+    if (g_observer) g_observer->on_backward_begin(node->op);
     std::vector<Tensor> input_grads = node->backward(g);
+    if (g_observer) g_observer->on_backward_end(node->op, input_grads);
     ENGINE_CHECK(input_grads.size() == node->next.size(), "backward of '", node->op, "' returned ",
                  input_grads.size(), " gradients for ", node->next.size(), " inputs");
     for (size_t k = 0; k < input_grads.size(); ++k) {

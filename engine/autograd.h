@@ -51,4 +51,30 @@ bool needs_grad(std::initializer_list<const Tensor*> inputs);
 void record(Tensor& out, const char* op, std::initializer_list<const Tensor*> inputs,
             BackwardFn backward);
 
+// Watches the ops of this thread's graphs: the profiler and the non-finite detector use it.
+// on_forward runs when a recorded op has computed `out` (ops that record nothing, e.g. under
+// NoGradGuard, are not seen); on_backward_begin/end run around each node's backward, `grads`
+// being the gradients it returned, one per input (undefined where none). An exception thrown
+// from a callback propagates out of the op or out of backward().
+class OpObserver {
+ public:
+  virtual ~OpObserver() = default;
+  virtual void on_forward(const char* /*op*/, const Tensor& /*out*/) {}
+  virtual void on_backward_begin(const std::string& /*op*/) {}
+  virtual void on_backward_end(const std::string& /*op*/, const std::vector<Tensor>& /*grads*/) {}
+};
+
+// RAII: `observer` watches this thread's ops while the guard lives; the one installed before
+// (if any) is restored after, and is not called meanwhile.
+class ScopedOpObserver {
+ public:
+  explicit ScopedOpObserver(OpObserver* observer);
+  ~ScopedOpObserver();
+  ScopedOpObserver(const ScopedOpObserver&) = delete;
+  ScopedOpObserver& operator=(const ScopedOpObserver&) = delete;
+
+ private:
+  OpObserver* previous_;
+};
+
 }  // namespace engine

@@ -90,3 +90,33 @@ TEST(Autograd, BackwardNeedsScalar) {
   Tensor a = leaf({1, 2});
   EXPECT_THROW(mul(a, a).backward(), Error);
 }
+
+TEST(Autograd, ObserverSeesEachRecordedOpAndEachBackward) {
+  struct Log : OpObserver {
+    std::vector<std::string> events;
+    void on_forward(const char* op, const Tensor& out) override {
+      events.push_back(std::string("fwd ") + op + " " + std::to_string(out.numel()));
+    }
+    void on_backward_begin(const std::string& op) override { events.push_back("begin " + op); }
+    void on_backward_end(const std::string& op, const std::vector<Tensor>& grads) override {
+      events.push_back("end " + op + " " + std::to_string(grads.size()));
+    }
+  } log, inner;
+  Tensor a = leaf({1, -2, 3});
+  Tensor c = Tensor::from_vector(std::vector<double>{1, 1, 1}, {3}, DType::F64);  // no grad
+  Tensor loss;
+  {
+    ScopedOpObserver watch(&log);
+    Tensor m = mul(a, a);
+    {
+      ScopedOpObserver nested(&inner);  // replaces, then restores, the outer observer
+      scale(c, 2.0);                    // records nothing: no input requires a gradient
+    }
+    loss = sum(m);
+    loss.backward();
+  }
+  sum(a).backward();  // after the guard: not observed
+  EXPECT_EQ(log.events, (std::vector<std::string>{"fwd mul 3", "fwd sum 1", "begin sum", "end sum 1",
+                                                  "begin mul", "end mul 2"}));
+  EXPECT_TRUE(inner.events.empty());
+}
