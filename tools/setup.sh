@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libstb-dev libcli11-dev nlohmann-json3-dev
   clang libclang-rt-14-dev
-  python3 python3-numpy python3-torch python3-torchvision python3-matplotlib
+  python3 python3-numpy python3-torch python3-torchvision python3-matplotlib python3-pil python3-jsonschema
 )
 missing=()
 for p in "${packages[@]}"; do
