@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -86,11 +87,22 @@ inline Tensor param(const engine::Shape& shape, uint64_t seed, double scale = 1.
 }
 
 // Largest |a - b| / max(|b|, floor) over all elements.
+// Infinite when the shapes differ or where one side is NaN (or infinite) and the other is not,
+// so an output left unwritten (poisoned with NaN) or a NaN that should not be there always
+// fails a comparison; positions where both sides hold the same non-finite value agree.
 inline double max_rel_error(const Tensor& a, const Tensor& b, double floor = 1e-3) {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (!a.defined() || !b.defined() || a.shape() != b.shape()) return inf;
   std::vector<double> av = a.to_vector(), bv = b.to_vector();
   double worst = 0;
-  for (size_t i = 0; i < av.size(); ++i)
+  for (size_t i = 0; i < av.size(); ++i) {
+    if (!std::isfinite(av[i]) || !std::isfinite(bv[i])) {
+      const bool same = (std::isnan(av[i]) && std::isnan(bv[i])) || av[i] == bv[i];
+      if (!same) return inf;
+      continue;
+    }
     worst = std::max(worst, std::fabs(av[i] - bv[i]) / std::max(std::fabs(bv[i]), floor));
+  }
   return worst;
 }
 
