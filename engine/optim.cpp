@@ -6,6 +6,9 @@
 #include "engine/autograd.h"
 #include "engine/ops/op_common.h"
 #include "kernels/cpu/optim.h"
+#ifdef ENGINE_WITH_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace engine {
 
@@ -45,12 +48,13 @@ void Optimizer::step() {
     Tensor grad = slot.param.grad();
     if (!grad.defined()) continue;
     const Tensor& p = slot.param;
-    ENGINE_CHECK(p.is_cpu(), kind_, ": parameter '", slot.name, "' is on ", device_name(p.device()),
-                 "; optimiser updates run on the CPU only so far");
     ENGINE_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, kind_, ": parameter '",
                  slot.name, "' has dtype ", dtype_name(p.dtype()), " (f32 or f64 supported)");
-    ENGINE_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype() && grad.is_cpu(), kind_,
+    ENGINE_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype() && grad.device() == p.device(), kind_,
                  ": gradient ", grad.desc(), " does not match parameter '", slot.name, "' ", p.desc());
+#ifndef ENGINE_WITH_CUDA
+    if (!p.is_cpu()) ops::no_cuda_kernel(kind_);
+#endif
     for (Tensor& buffer : slot.buffers)
       if (buffer.defined())
         ENGINE_CHECK(buffer.dtype() == p.dtype() && buffer.device() == p.device(), kind_,
@@ -137,8 +141,12 @@ void SGD::update(Slot& slot, const Tensor& grad) {
   ENGINE_DISPATCH_FLOAT(slot.param.dtype(), T, [&] {
     kernels::SgdCoeffs<T> c{T(lr()), T(options_.momentum), T(1 - options_.dampening),
                             T(options_.weight_decay), options_.nesterov, first_step};
-    kernels::cpu::sgd_step<T>(slot.param.data<T>(), grad.data<T>(),
-                              with_momentum ? buffer.data<T>() : nullptr, slot.param.numel(), c);
+    T* buffer_data = with_momentum ? buffer.data<T>() : nullptr;
+    if (slot.param.is_cpu())
+      return kernels::cpu::sgd_step<T>(slot.param.data<T>(), grad.data<T>(), buffer_data, slot.param.numel(), c);
+#ifdef ENGINE_WITH_CUDA
+    kernels::cuda::sgd_step<T>(slot.param.data<T>(), grad.data<T>(), buffer_data, slot.param.numel(), c);
+#endif
   }());
 }
 
@@ -180,8 +188,13 @@ void Adam::update(Slot& slot, const Tensor& grad) {
                              T(o.eps),
                              T(decoupled_weight_decay_ ? 0 : o.weight_decay),
                              T(decoupled_weight_decay_ ? 1 - lr() * o.weight_decay : 1)};
-    kernels::cpu::adam_step<T>(slot.param.data<T>(), grad.data<T>(), exp_avg.data<T>(),
-                               exp_avg_sq.data<T>(), slot.param.numel(), c);
+    if (slot.param.is_cpu())
+      return kernels::cpu::adam_step<T>(slot.param.data<T>(), grad.data<T>(), exp_avg.data<T>(),
+                                        exp_avg_sq.data<T>(), slot.param.numel(), c);
+#ifdef ENGINE_WITH_CUDA
+    kernels::cuda::adam_step<T>(slot.param.data<T>(), grad.data<T>(), exp_avg.data<T>(), exp_avg_sq.data<T>(),
+                                slot.param.numel(), c);
+#endif
   }());
 }
 

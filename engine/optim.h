@@ -1,7 +1,8 @@
 // Optimisers over named parameters: SGD, Adam and AdamW, each exactly as its torch.optim
 // namesake (single parameter group). step() updates every parameter that has a gradient, in
 // place, in one fused pass per parameter, under NoGradGuard; parameters whose gradient is
-// undefined are skipped and their state is left untouched. float32 and float64, CPU.
+// undefined are skipped and their state is left untouched. float32 and float64, on the CPU or
+// the GPU (the state lives on the parameter's device).
 //
 //   SGD opt(model.named_parameters(), SgdOptions{/*lr=*/0.1, /*momentum=*/0.9});
 //   loss.backward(); opt.step(); opt.zero_grad();
@@ -56,7 +57,7 @@ class Optimizer {
   // constructor): sizes each slot's buffer list.
   void init_buffers();
   virtual std::vector<std::string> buffer_names() const = 0;
-  // Applies one update; slot.step already counts it. Runs on the CPU under NoGradGuard.
+  // Applies one update; slot.step already counts it. Runs under NoGradGuard.
   virtual void update(Slot& slot, const Tensor& grad) = 0;
 
   const char* kind_;

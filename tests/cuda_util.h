@@ -25,6 +25,8 @@ struct PoisonDeviceAllocations {
 #ifdef ENGINE_WITH_CUDA
   PoisonDeviceAllocations() { kernels::cuda::set_poison_allocations(true); }
   ~PoisonDeviceAllocations() { kernels::cuda::set_poison_allocations(false); }
+#else
+  PoisonDeviceAllocations() {}  // user-provided: no unused-variable warning in CPU-only builds
 #endif
 };
 

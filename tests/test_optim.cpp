@@ -7,9 +7,6 @@
 #include <cmath>
 
 #include "engine/optim.h"
-#ifdef ENGINE_WITH_CUDA
-#include "kernels/cuda/runtime.h"
-#endif
 #include "test_util.h"
 
 using namespace engine;
@@ -262,17 +259,4 @@ TEST(Optimizers, RejectBadOptionsAndStates) {
   half.set_grad(half_grad);
   SGD bf16({{"h", half}}, SgdOptions{});
   expect_error([&] { bf16.step(); }, "SGD: parameter 'h' has dtype bf16");
-}
-
-TEST(Optimizers, CudaParametersAreRejectedClearly) {
-#ifdef ENGINE_WITH_CUDA
-  std::string why;
-  if (!kernels::cuda::available(&why)) GTEST_SKIP() << "no usable GPU: " << why;
-  Tensor p = make_param().to(Device::CUDA).set_requires_grad(true);
-  p.set_grad(Tensor::zeros({2}, DType::F64, Device::CUDA));
-  Adam opt({{"p", p}}, AdamOptions{});
-  expect_error([&] { opt.step(); }, "Adam: parameter 'p' is on cuda; optimiser updates run on the CPU only");
-#else
-  GTEST_SKIP() << "this build has no CUDA backend";
-#endif
 }

@@ -4,6 +4,7 @@
 // instead of calling cudaMalloc/cudaFree, which synchronise the device.
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -125,6 +126,71 @@ void copy_device_to_host(void* dst, const void* src, size_t bytes) {
 void copy_device_to_device(void* dst, const void* src, size_t bytes) {
   CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
 }
+
+int multiprocessor_count() {
+  static const int count = [] {
+    int device = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return sms;
+  }();
+  return count;
+}
+
+void* pinned_malloc(size_t bytes) {
+  void* p = nullptr;
+  CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault));
+  return p;
+}
+void pinned_free(void* ptr) {
+  if (ptr) CUDA_CHECK(cudaFreeHost(ptr));
+}
+void copy_host_to_device_async(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, 0));
+}
+
+namespace {
+
+// Two pinned buffers used in turn, each with the event recorded after its last copy.
+class StagingBuffers {
+ public:
+  void upload(void* dst, const void* src, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = slots_[next_];
+    next_ = (next_ + 1) % 2;
+    if (!slot.done) CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    else CUDA_CHECK(cudaEventSynchronize(slot.done));  // its previous copy has run
+    if (slot.capacity < bytes) {
+      pinned_free(slot.host);
+      slot = Slot{nullptr, 0, slot.done};  // consistent even if the allocation below throws
+      slot.host = pinned_malloc(round_size(bytes));
+      slot.capacity = round_size(bytes);
+    }
+    std::memcpy(slot.host, src, bytes);
+    copy_host_to_device_async(dst, slot.host, bytes);
+    CUDA_CHECK(cudaEventRecord(slot.done, 0));
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+  };
+  std::mutex mutex_;
+  Slot slots_[2];
+  int next_ = 0;
+};
+
+}  // namespace
+
+void copy_host_to_device_staged(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  static auto* staging = new StagingBuffers();  // never destroyed, like the allocator
+  staging->upload(dst, src, bytes);
+}
+
 void fill_f32(float* dst, float value, int64_t n) { fill(dst, value, n); }
 void fill_f64(double* dst, double value, int64_t n) { fill(dst, value, n); }
 void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
