@@ -83,8 +83,9 @@ TEST(Models, ShapesAtSeveralInputSizes) {
       EXPECT_EQ(model->head(f, {1, 0}).shape(), (Shape{2, 2})) << name;
       EXPECT_EQ(model->head_mean(f).shape(), (Shape{2, 2})) << name;
     }
-    if (name == "resnet50_attn_bnn")
+    if (name == "resnet50_attn_bnn") {
       EXPECT_EQ(model->attention_map(Tensor::randn({1, 64, 64, 3}, 6)).shape(), (Shape{1, 2, 2, 1}));
+    }
     expect_error([&] { model->features(Tensor::randn({1, 16, 16, 3}, 1)); }, {name, "at least 32x32"});
     expect_error([&] { model->features(Tensor::randn({1, 32, 32, 1}, 1)); }, {name, "NHWC [N, H, W, 3]"});
   }
