@@ -49,6 +49,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-steps", o.max_steps, "stop (with a checkpoint) after N optimiser steps in all")
       ->capture_default_str();
+  app.add_option("--on-nonfinite", o.on_nonfinite, "a NaN/Inf in the loss, an op's output or a gradient: stop "
+                 "(exit code 3, last good checkpoint kept) | skip (drop that step's update; " +
+                 std::to_string(models::kMaxSkippedStepsInARow) + " in a row stop the run)")
+      ->capture_default_str();
+  app.add_flag("--check-every-op", o.check_every_op, "check every op's output and gradient for NaN/Inf at every "
+               "step (a few percent slower); without it a faulty step is replayed so checked, to name the op");
   app.add_option("--synthetic-images", o.synthetic_train, "built-in set: training images (val: a quarter)")
       ->capture_default_str();
   app.add_option("--synthetic-size", o.synthetic_size, "built-in set: rendered image size")->capture_default_str();

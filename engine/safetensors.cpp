@@ -10,8 +10,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -278,14 +281,37 @@ bool convert_to(FileDType type, const uint8_t* src, size_t count, Dst* dst) {
 
 // ---- atomic writing ----
 
+// Test hook for the crash-safety tests (tests/test_crash_resume.cpp): with the environment
+// variable ENGINE_TEST_KILL_AT="<point>:<n>", the n-th write_safetensors call of the process
+// kills the process (SIGKILL, so nothing is cleaned up) at <point>:
+//   half     half of the tensor data is in the temporary file
+//   written  every byte is written, nothing synced
+//   synced   the temporary file is synced and closed, not yet renamed
+//   renamed  renamed over the destination, its folder not yet synced
+// Unset in normal use: one getenv per write. A malformed value is an error, not ignored.
+void test_kill_point(const char* point, int write_index) {
+  const char* spec = std::getenv("ENGINE_TEST_KILL_AT");
+  if (!spec || !*spec) return;
+  const char* colon = std::strchr(spec, ':');
+  char* end = nullptr;
+  long n = colon ? std::strtol(colon + 1, &end, 10) : 0;
+  ENGINE_CHECK(colon && end && *end == '\0' && n >= 1, "ENGINE_TEST_KILL_AT='", spec,
+               "': expected <point>:<n>, e.g. synced:2");
+  std::string name(spec, colon);
+  ENGINE_CHECK(name == "half" || name == "written" || name == "synced" || name == "renamed",
+               "ENGINE_TEST_KILL_AT='", spec, "': the point is one of half, written, synced, renamed");
+  if (name == point && n == write_index) ::kill(::getpid(), SIGKILL);
+}
+
 // Writes "<path>.tmp-<pid>"; commit() syncs it and renames it over `path`. Destroyed without
 // a commit (an error anywhere, an exception from a device copy), it removes the temporary
-// file, leaving `path` as it was.
+// file, leaving `path` as it was. `write_index` (0: none) numbers the write for the test hook.
 class AtomicFileWriter {
  public:
-  explicit AtomicFileWriter(const std::string& path)
+  explicit AtomicFileWriter(const std::string& path, int write_index = 0)
       : path_(path),
         temp_path_(path + ".tmp-" + std::to_string(::getpid())),
+        write_index_(write_index),
         fd_(::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
     if (fd_.get() < 0) fail_os("cannot create the temporary file '" + temp_path_ + "'", errno);
   }
@@ -308,12 +334,20 @@ class AtomicFileWriter {
     }
   }
 
+  // Crash-test hook (see test_kill_point) at a point of this write.
+  void kill_point(const char* point) const {
+    if (write_index_ > 0) test_kill_point(point, write_index_);
+  }
+
   void commit() {
+    kill_point("written");
     if (::fsync(fd_.get()) != 0) fail_os("fsync of '" + temp_path_ + "' failed", errno);
     if (int err = fd_.reset()) fail_os("closing '" + temp_path_ + "' failed", err);
+    kill_point("synced");
     if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
       fail_os("renaming '" + temp_path_ + "' over it failed", errno);
     committed_ = true;
+    kill_point("renamed");
     sync_folder();
   }
 
@@ -334,6 +368,7 @@ class AtomicFileWriter {
 
   std::string path_;
   std::string temp_path_;
+  int write_index_;
   UniqueFd fd_;
   bool committed_ = false;
 };
@@ -525,13 +560,21 @@ void write_safetensors(const std::string& path,
   header_text.append((8 - header_text.size() % 8) % 8, ' ');  // the data starts 8-aligned
   const uint64_t header_bytes = header_text.size();
 
-  AtomicFileWriter file(path);
+  static std::atomic<int> writes{0};
+  AtomicFileWriter file(path, ++writes);
   file.write(&header_bytes, sizeof header_bytes);
   file.write(header_text.data(), header_text.size());
-  for (const auto* item : order) {
-    Tensor host = item->second.to(Device::CPU);
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i == order.size() / 2) file.kill_point("half");
+    Tensor host = order[i]->second.to(Device::CPU);
     file.write(host.raw_data(), host.nbytes());
   }
+  file.commit();
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  AtomicFileWriter file(path);
+  file.write(bytes.data(), bytes.size());
   file.commit();
 }
 

@@ -76,9 +76,14 @@ class SafeTensorsReader {
 // a multiple of 8 bytes. Names must be unique and not "__metadata__".
 // Atomic: writes "<path>.tmp-<pid>" in the same folder, fsyncs it, renames it over `path`
 // and fsyncs the folder. On failure `path` is untouched, the temporary file is removed and
-// the engine::Error names the path and the OS error.
+// the engine::Error names the path and the OS error. (Crash tests can make the process kill
+// itself at points of the n-th write: ENGINE_TEST_KILL_AT, described in safetensors.cpp.)
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// `bytes` to `path`, with the same atomic protocol and errors as write_safetensors (for the
+// small text files next to a checkpoint: results, metrics).
+void write_file_atomically(const std::string& path, const std::string& bytes);
 
 }  // namespace engine

@@ -23,6 +23,7 @@ void save_checkpoint(const std::string& path, const Detector& model, const engin
       {"model", variant_name(model.variant())},
       {"epoch", std::to_string(progress.epoch)},
       {"step", std::to_string(progress.step)},
+      {"skipped_steps", std::to_string(progress.skipped_steps)},
       {"loader_epoch", std::to_string(progress.position.epoch)},
       {"loader_batch", std::to_string(progress.position.batch)},
       {"loader_cursor", std::to_string(progress.position.cursor)},
@@ -55,6 +56,7 @@ TrainingProgress load_checkpoint(const std::string& path, Detector& model, engin
   TrainingProgress progress;
   progress.epoch = integer("epoch");
   progress.step = integer("step");
+  if (meta.count("skipped_steps")) progress.skipped_steps = integer("skipped_steps");  // older checkpoints lack it
   progress.position = {integer("loader_epoch"), integer("loader_batch"), integer("loader_cursor")};
   progress.config = field("config");
 
