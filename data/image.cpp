@@ -1,10 +1,10 @@
-// Decoding images with stb_image (the only translation unit that instantiates it). Only the
-// JPEG, PNG and BMP decoders are compiled in: the formats datasets use, and less decoder code
-// exposed to untrusted files.
+// Decoding images with stb_image (instantiated in data/stb_image_impl.cpp): the checks that
+// run before stb sees a file, then the decode.
 #include "data/image.h"
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -12,16 +12,8 @@
 #include <cstring>
 #include <memory>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#define STB_IMAGE_IMPLEMENTATION
-#define STBI_ONLY_JPEG
-#define STBI_ONLY_PNG
-#define STBI_ONLY_BMP
-#define STBI_NO_STDIO  // files are read here, so errors can name the path and errno
+#define STBI_NO_STDIO  // as in data/stb_image_impl.cpp
 #include <stb_image.h>
-#pragma GCC diagnostic pop
 
 namespace data {
 
@@ -217,6 +209,63 @@ void check_bmp_complete(const uint8_t* bytes, size_t size, const std::string& na
   }
 }
 
+// A header's size must be one the file could encode: a few bytes of deflate or Huffman data
+// cannot hold a 16384x16384 image, and stb reserves memory for the claimed size (and for
+// each PNG chunk's claimed length) before it reads the data. Deflate expands at most 1032:1
+// (a 258-byte match in 2 bits). A JPEG codes at least one bit per 8x8 block of its
+// full-resolution component in every scan that holds its DC coefficients, so it has at most
+// 512 pixels per byte. Valid files stay far inside both bounds.
+constexpr int64_t kDeflateMaxExpansion = 1032;
+constexpr int64_t kJpegMaxPixelsPerByte = 512;
+
+std::string chunk_name(const uint8_t* type) {
+  for (int i = 0; i < 4; ++i)
+    if (!((type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z'))) return "a chunk";
+  return "chunk '" + std::string(reinterpret_cast<const char*>(type), 4) + "'";
+}
+
+// Walks the PNG chunks up to IEND, refusing one whose claimed length runs past the end of the
+// file, and refuses a header whose image data (filter bytes included) exceeds what the IDAT
+// chunks can inflate to.
+void check_png_data_size(const uint8_t* bytes, size_t size, const std::string& name, int64_t width,
+                         int64_t height) {
+  int64_t compressed = 0;
+  for (size_t at = 8; at + 8 <= size;) {
+    const uint64_t length = read_be32(bytes + at);
+    if (length > size - at - 8) {
+      fail_decode(name, "truncated PNG (" + chunk_name(bytes + at + 4) + " at byte " + std::to_string(at) +
+                            " claims " + std::to_string(length) + " bytes, the file has " +
+                            std::to_string(size - at - 8) + " after it)");
+    }
+    if (std::memcmp(bytes + at + 4, "IDAT", 4) == 0) {
+      // stb copies an empty first IDAT into its not yet allocated buffer: memcpy(NULL, p, 0).
+      if (length == 0 && compressed == 0)
+        fail_decode(name, "PNG with an empty IDAT chunk before its image data (at byte " + std::to_string(at) + ")");
+      compressed += static_cast<int64_t>(length);
+    }
+    if (std::memcmp(bytes + at + 4, "IEND", 4) == 0) break;
+    at += 12 + length;  // length, type, data, CRC
+  }
+  static const int kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type; 0: invalid, stb refuses
+  const int colour_type = size > 25 ? bytes[25] : 0;
+  const int channels = colour_type < 7 && kChannels[colour_type] ? kChannels[colour_type] : 1;
+  const int depth = std::max<int>(size > 24 ? bytes[24] : 1, 1);
+  const int64_t raw = ((width * channels * depth + 7) / 8 + 1) * height;
+  if (raw > kDeflateMaxExpansion * (compressed + 1)) {
+    fail_decode(name, "PNG header claims " + std::to_string(width) + "x" + std::to_string(height) + " pixels (" +
+                          std::to_string(raw) + " bytes of image data), more than its " +
+                          std::to_string(compressed) + " bytes of compressed data can hold: truncated or corrupt");
+  }
+}
+
+void check_jpeg_data_size(size_t size, const std::string& name, int64_t width, int64_t height) {
+  if (width * height > kJpegMaxPixelsPerByte * static_cast<int64_t>(size)) {
+    fail_decode(name, "JPEG header claims " + std::to_string(width) + "x" + std::to_string(height) +
+                          " pixels, more than a file of " + std::to_string(size) +
+                          " bytes can encode: truncated or corrupt");
+  }
+}
+
 // Reads a whole regular file. fopen/fread rather than iostreams: errno says why a read failed.
 std::vector<uint8_t> read_file(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
@@ -266,6 +315,8 @@ Image decode_image_memory(const uint8_t* bytes, size_t size, const std::string& 
   }
   const int width = static_cast<int>(claimed_width), height = static_cast<int>(claimed_height);
   if (format == Format::Bmp) check_bmp_complete(bytes, size, name, width, height);
+  if (format == Format::Png) check_png_data_size(bytes, size, name, width, height);
+  if (format == Format::Jpeg) check_jpeg_data_size(size, name, width, height);
   if (format == Format::Jpeg) check_jpeg_huffman_tables(bytes, size, name);
 
   int decoded_width = 0, decoded_height = 0, channels_in_file = 0;

@@ -98,7 +98,7 @@ void Optimizer::load_state(const OptimizerState& state) {
   for (const Slot& slot : slots_) {
     auto step = state.scalars.find(slot.name + ".step");
     if (step != state.scalars.end())
-      ENGINE_CHECK(step->second >= 0 && step->second == std::floor(step->second), kind_,
+      ENGINE_CHECK(step->second >= 0 && step->second == std::floor(step->second) && step->second < 0x1p63, kind_,
                    ": load_state: '", slot.name, ".step' is ", step->second, ", not a step count");
     for (const auto& b : buffer_names) {
       const Tensor* t = state.tensors.find(slot.name + "." + b);

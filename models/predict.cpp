@@ -64,13 +64,14 @@ engine::Device select_device(const std::string& name) {
 #endif
 }
 
-// The image size the model was trained at: "image_size" in the metadata's "config" JSON.
+}  // namespace
+
 int trained_image_size(const std::map<std::string, std::string>& meta, const std::string& path) {
   auto it = meta.find("config");
   if (it == meta.end()) return kDefaultImageSize;
   nlohmann::json config;
   try {
-    config = nlohmann::json::parse(it->second);
+    config = parse_metadata_json(it->second, path + ": metadata 'config'");
   } catch (const nlohmann::json::exception& e) {
     engine::detail::fail(path, ": metadata 'config' is not JSON (", e.what(), "); give --image-size");
   }
@@ -80,6 +81,8 @@ int trained_image_size(const std::map<std::string, std::string>& meta, const std
                ": metadata 'config' has image_size ", size.dump(), ", not a size of at least 32; give --image-size");
   return size.get<int>();
 }
+
+namespace {
 
 struct LoadedDetector {
   std::shared_ptr<Detector> model;

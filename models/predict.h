@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <iosfwd>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -71,6 +72,11 @@ struct PredictionRun {
   std::vector<ImagePrediction> images;  // the input files in sorted order, errors included
   size_t scored() const;
 };
+
+// The image size a checkpoint's model was trained at: "image_size" in its metadata's
+// "config" JSON; 224 when the metadata has no config or the config no image_size. Throws
+// engine::Error naming `path` when the config is not JSON or the size is not an integer >= 32.
+int trained_image_size(const std::map<std::string, std::string>& metadata, const std::string& path);
 
 // The Philox stream of the Bayesian head's samples: sample s is drawn at offset s.
 engine::PhiloxKey prediction_noise_key(uint64_t seed);

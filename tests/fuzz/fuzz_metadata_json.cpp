@@ -1,0 +1,7 @@
+// libFuzzer harness for fuzz::metadata_json (tests/fuzz/targets.h). Build and run: tests/fuzz/README.md
+#include "fuzz/targets.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fuzz::metadata_json(data, size);
+  return 0;
+}
