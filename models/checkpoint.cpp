@@ -23,6 +23,7 @@ void save_checkpoint(const std::string& path, const Detector& model, const engin
       {"model", variant_name(model.variant())},
       {"epoch", std::to_string(progress.epoch)},
       {"step", std::to_string(progress.step)},
+      {"skipped_steps", std::to_string(progress.skipped_steps)},
       {"loader_epoch", std::to_string(progress.position.epoch)},
       {"loader_batch", std::to_string(progress.position.batch)},
       {"loader_cursor", std::to_string(progress.position.cursor)},
@@ -65,6 +66,7 @@ CheckpointMetadata parse_checkpoint_metadata(const std::map<std::string, std::st
   out.model = field("model");
   out.progress.epoch = integer("epoch");
   out.progress.step = integer("step");
+  if (meta.count("skipped_steps")) out.progress.skipped_steps = integer("skipped_steps");  // older checkpoints lack it
   out.progress.position = {integer("loader_epoch"), integer("loader_batch"), integer("loader_cursor")};
   out.progress.config = field("config");
   try {

@@ -23,7 +23,8 @@ constexpr const char* kCheckpointOptimizerPrefix = "optimizer.";
 
 struct TrainingProgress {
   int64_t epoch = 0;              // the epoch in progress (or about to start)
-  int64_t step = 0;               // optimiser steps taken so far, over all epochs
+  int64_t step = 0;               // training steps taken so far, over all epochs (skipped ones too)
+  int64_t skipped_steps = 0;      // of those, steps dropped for non-finite values (optional key)
   data::LoaderPosition position;  // where the loader continues
   std::string config;             // the run's configuration (JSON), for the record
 };
