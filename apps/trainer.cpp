@@ -10,6 +10,7 @@
 // results.json (per-subset evaluation; schema in models/evaluate.h).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/error.h"
@@ -43,7 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--kl-weight", o.kl_weight, "weight of the KL term (default: 1 / number of training images)");
   app.add_option("--prior-sigma", o.prior_sigma, "std of the Bayesian head's N(0, s^2) prior")->capture_default_str();
   app.add_option("--out", o.out, "run folder: checkpoint, metrics.jsonl, results.json")->capture_default_str();
-  app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint");
+  app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint, with the run's configuration "
+               "(model, data, recipe, seed...) read from it; --epochs, --device and --mc-samples may change");
   app.add_flag("--strict", o.strict, "stop at the first unreadable image instead of skipping it");
   app.add_option("--checkpoint-every", o.checkpoint_every, "also write a checkpoint every N steps (0: each epoch)")
       ->capture_default_str();
@@ -60,6 +62,12 @@ int main(int argc, char** argv) {
   app.add_option("--synthetic-size", o.synthetic_size, "built-in set: rendered image size")->capture_default_str();
   app.add_flag("--summary", summary, "print the model's layers, parameters and FLOPs at --image-size, and exit");
   CLI11_PARSE(app, argc, argv);
+  for (const CLI::Option* opt : app.get_options()) {  // what --resume must not override
+    if (opt->count() == 0 || opt->get_lnames().empty()) continue;
+    std::string key = opt->get_lnames().front();
+    std::replace(key.begin(), key.end(), '-', '_');
+    o.given.insert(key);
+  }
 
   try {
     if (summary) {

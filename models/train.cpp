@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -50,14 +51,96 @@ engine::PhiloxKey head_key(uint64_t seed, int64_t step) {
   return {seed ^ kHeadNoiseStream, static_cast<uint64_t>(step)};
 }
 
+constexpr const char* kBuiltInData = "built-in synthetic";
+
 nlohmann::json options_json(const TrainOptions& o) {
-  return {{"model", o.model},         {"data", o.data.empty() ? "built-in synthetic" : o.data},
+  return {{"model", o.model},         {"data", o.data.empty() ? kBuiltInData : o.data},
           {"weights", o.weights},     {"epochs", o.epochs},
           {"batch_size", o.batch_size}, {"lr", o.lr},
           {"optimizer", o.optimizer}, {"weight_decay", o.weight_decay},
           {"image_size", o.image_size}, {"device", o.device},
           {"seed", o.seed},           {"mc_samples", o.mc_samples},
-          {"kl_weight", o.kl_weight}, {"prior_sigma", o.prior_sigma}};
+          {"kl_weight", o.kl_weight}, {"prior_sigma", o.prior_sigma},
+          {"synthetic_images", o.synthetic_train}, {"synthetic_size", o.synthetic_size}};
+}
+
+// --resume: the run's configuration from its checkpoint (see TrainOptions::resume). Keys a
+// checkpoint of an older version lacks keep the value given here.
+void adopt_checkpoint_config(TrainOptions& o, const fs::path& checkpoint) {
+  ENGINE_CHECK(fs::exists(checkpoint), "--resume: no checkpoint at ", checkpoint.string());
+  const std::string where = checkpoint.string();
+  nlohmann::json stored;
+  {
+    auto reader = engine::SafeTensorsReader::open(where);
+    auto it = reader.metadata().find("config");
+    ENGINE_CHECK(it != reader.metadata().end(), where, ": not a training checkpoint (metadata has no 'config')");
+    try {
+      stored = parse_metadata_json(it->second, where + ": checkpoint metadata 'config'");
+    } catch (const nlohmann::json::exception& e) {
+      engine::detail::fail(where, ": checkpoint metadata 'config' is damaged: ", e.what());
+    }
+    ENGINE_CHECK(stored.is_object(), where, ": checkpoint metadata 'config' is not a JSON object");
+  }
+  const nlohmann::json current = options_json(o);
+  std::vector<std::string> changed;
+  auto flag = [](std::string key) {
+    std::replace(key.begin(), key.end(), '_', '-');
+    return "--" + key;
+  };
+  // fixed: the run's result depends on it; may differ only if not given (then it is adopted).
+  auto take = [&](const char* key, auto& field, bool fixed) {
+    auto it = stored.find(key);
+    if (it == stored.end()) return;
+    using T = std::decay_t<decltype(field)>;
+    T value;
+    try {
+      value = it->template get<T>();
+    } catch (const nlohmann::json::exception&) {
+      engine::detail::fail(where, ": checkpoint config '", key, "' has the wrong type: ", it->dump());
+    }
+    if (value == field) return;
+    if (o.given.count(key)) {
+      ENGINE_CHECK(!fixed, "--resume: ", flag(key), " ", current.at(key).dump(), " differs from the run's ",
+                   it->dump(), " (", where, "); a resumed run keeps the configuration it started with: drop ",
+                   flag(key), ", or start a new run in another --out");
+      changed.push_back(flag(key) + " " + current.at(key).dump() + " (was " + it->dump() + ")");
+      return;
+    }
+    field = value;
+  };
+  std::string data = o.data.empty() ? kBuiltInData : o.data;
+  if (!o.given.count("data") || stored.value("data", std::string()) == data) {
+    take("data", data, true);
+  } else {  // the same folder written another way is the same data
+    std::error_code ea, eb;
+    const std::string s = stored.value("data", std::string());
+    if (s != kBuiltInData && data != kBuiltInData &&
+        fs::weakly_canonical(s, ea) == fs::weakly_canonical(data, eb) && !ea && !eb) {
+      data = s;
+    }
+    take("data", data, true);
+  }
+  o.data = data == kBuiltInData ? std::string() : data;
+  take("model", o.model, true);
+  take("weights", o.weights, true);
+  take("batch_size", o.batch_size, true);
+  take("lr", o.lr, true);
+  take("optimizer", o.optimizer, true);
+  take("weight_decay", o.weight_decay, true);
+  take("image_size", o.image_size, true);
+  take("seed", o.seed, true);
+  take("kl_weight", o.kl_weight, true);
+  take("prior_sigma", o.prior_sigma, true);
+  take("synthetic_images", o.synthetic_train, true);
+  take("synthetic_size", o.synthetic_size, true);
+  take("epochs", o.epochs, false);
+  take("device", o.device, false);
+  take("mc_samples", o.mc_samples, false);
+  if (!changed.empty()) {
+    std::string list;
+    for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+    std::fprintf(stderr, "resuming with %s\n", list.c_str());
+  }
 }
 
 std::unique_ptr<engine::Optimizer> make_optimizer(const TrainOptions& o, const Detector& model) {
@@ -189,6 +272,10 @@ void append_line(const fs::path& file, const std::string& line) {
 
 int run_training(const TrainOptions& options) {
   TrainOptions o = options;
+  if (o.resume) {
+    ENGINE_CHECK(!o.out.empty(), "--resume needs --out, the run folder to continue");
+    adopt_checkpoint_config(o, fs::path(o.out) / "checkpoint.safetensors");
+  }
   check_options(o);
   if (o.threads > 0) kernels::cpu::set_num_threads(o.threads);
   if (o.device == "cuda") {
@@ -228,7 +315,7 @@ int run_training(const TrainOptions& options) {
   mo.seed = o.seed;
   mo.prior_sigma = o.prior_sigma;
   auto model = make_detector(o.model, mo);
-  if (!o.weights.empty()) {
+  if (!o.weights.empty() && !o.resume) {  // a resumed run's weights come from its checkpoint
     WeightsReport r = load_weights(*model, o.weights, WeightsScope::Backbone);
     std::fprintf(stderr, "weights: %zu backbone tensors from %s; %zu head tensors left initialised\n", r.loaded,
                  o.weights.c_str(), r.skipped.size());

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 
 #include "engine/tensor.h"
@@ -32,7 +33,15 @@ struct TrainOptions {
   double kl_weight = -1;  // < 0: 1 / number of training images
   double prior_sigma = 1.0;
   std::string out = "runs/latest";
+  // Continue the run in `out`. The run's configuration (every option options_json records:
+  // model, data, image size, optimiser, seed, ...) comes from its checkpoint; an option named
+  // in `given` with another value than the checkpoint's is refused where it would change the
+  // result (the model, the data, the recipe, the seed), and taken where it only changes how
+  // the run goes on (epochs, device, mc_samples). Options not recorded (threads, workers,
+  // checkpoint_every, max_steps, strict, on_nonfinite, check_every_op) come from here.
   bool resume = false;
+  // The options set explicitly (on the command line), by their config key ("image_size").
+  std::set<std::string> given;
   bool strict = false;          // a bad image file stops the run
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: at the end of each epoch)
   int64_t max_steps = 0;         // stop after this many optimiser steps (0: no limit); for tests

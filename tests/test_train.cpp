@@ -81,6 +81,72 @@ TEST(Training, ResumedRunEndsWithTheSameWeights) {
   EXPECT_TRUE(results["evaluation"]["subsets"]["synthetic"]["classification_report"].contains("nature"));
 }
 
+// `trainer --out RUN --resume` with no other flag continues the run as it was configured, and
+// a flag that would change the run's result is refused rather than silently applied.
+TEST(Training, ResumeTakesTheRunsConfigurationFromItsCheckpoint) {
+  TempDir dir;
+  ASSERT_EQ(models::run_training(tiny(dir.sub("straight"), "resnet50_attn_bnn")), 0);
+  models::TrainOptions first = tiny(dir.sub("resumed"), "resnet50_attn_bnn");
+  first.max_steps = 5;  // into the second epoch
+  ASSERT_EQ(models::run_training(first), 0);
+
+  auto expect_refused = [&](models::TrainOptions o, const std::string& needle) {
+    try {
+      models::run_training(o);
+      ADD_FAILURE() << "expected a refusal containing " << needle;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  models::TrainOptions bad;  // the defaults: resnet50, 224x224, batch 32, built-in set of 1024
+  bad.out = dir.sub("resumed");
+  bad.resume = true;
+  bad.image_size = 64;
+  bad.given = {"image_size"};
+  expect_refused(bad, "--image-size 64 differs from the run's 32");
+  bad.image_size = 224;
+  bad.model = "resnet50";
+  bad.given = {"model"};
+  expect_refused(bad, "--model \"resnet50\" differs from the run's \"resnet50_attn_bnn\"");
+  bad = models::TrainOptions{};
+  bad.out = dir.sub("resumed");
+  bad.resume = true;
+  bad.lr = 0.5;
+  bad.given = {"lr", "epochs"};  // epochs may change, the learning rate may not
+  expect_refused(bad, "--lr 0.5 differs from the run's 0.001");
+
+  models::TrainOptions second;  // nothing but the folder: everything else from the checkpoint
+  second.out = dir.sub("resumed");
+  second.resume = true;
+  second.eval_each_epoch = false;
+  ASSERT_EQ(models::run_training(second), 0);
+  auto a = checkpoint_tensors(dir.sub("straight")), b = checkpoint_tensors(dir.sub("resumed"));
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second, b[i].second) << a[i].first << " differs after resuming with the stored configuration";
+  }
+  std::ifstream in(dir.sub("resumed") + "/results.json");
+  nlohmann::json config = nlohmann::json::parse(in)["config"];
+  EXPECT_EQ(config["model"], "resnet50_attn_bnn");
+  EXPECT_EQ(config["image_size"], 32);
+  EXPECT_EQ(config["mc_samples"], 3);
+  EXPECT_EQ(config["synthetic_images"], 16);
+
+  // An option that only changes how the run goes on is taken: one more epoch.
+  models::TrainOptions longer;
+  longer.out = dir.sub("resumed");
+  longer.resume = true;
+  longer.eval_each_epoch = false;
+  longer.epochs = 3;
+  longer.given = {"epochs"};
+  ASSERT_EQ(models::run_training(longer), 0);
+  std::ifstream again(dir.sub("resumed") + "/results.json");
+  nlohmann::json results = nlohmann::json::parse(again);
+  EXPECT_EQ(results["config"]["epochs"], 3);
+  EXPECT_EQ(results["training"]["steps"], 12);
+}
+
 TEST(Training, RefusesBadConfigurationsBeforeTraining) {
   TempDir dir;
   auto expect_error = [](models::TrainOptions o, const std::string& needle) {
