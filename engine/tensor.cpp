@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "engine/autograd.h"
+#include "engine/host_memory.h"
 #include "kernels/common/philox.h"
 #include "kernels/cpu/parallel.h"
 #ifdef ENGINE_WITH_CUDA
@@ -53,9 +54,7 @@ namespace {
 
 Storage::Storage(Device device, size_t bytes) : bytes_(bytes), device_(device) {
   if (device == Device::CPU) {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    data_ = std::aligned_alloc(64, rounded ? rounded : 64);
-    ENGINE_CHECK(data_ != nullptr, "out of host memory allocating ", bytes, " bytes");
+    data_ = host_memory::allocate(bytes);
   } else {
 #ifdef ENGINE_WITH_CUDA
     data_ = kernels::cuda::device_malloc(bytes);
@@ -67,7 +66,7 @@ Storage::Storage(Device device, size_t bytes) : bytes_(bytes), device_(device) {
 
 Storage::~Storage() {
   if (device_ == Device::CPU) {
-    std::free(data_);
+    host_memory::release(data_, bytes_);
   } else {
 #ifdef ENGINE_WITH_CUDA
     try {

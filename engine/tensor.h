@@ -27,7 +27,8 @@ template <typename T> struct dtype_of;
 template <> struct dtype_of<float> { static constexpr DType value = DType::F32; };
 template <> struct dtype_of<double> { static constexpr DType value = DType::F64; };
 
-// Raw memory on one device. CPU memory is 64-byte aligned.
+// Raw memory on one device. CPU memory is 64-byte aligned, from engine/host_memory.h (which
+// keeps freed large blocks for reuse).
 class Storage {
  public:
   Storage(Device device, size_t bytes);
