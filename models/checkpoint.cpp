@@ -93,10 +93,16 @@ TrainingProgress load_checkpoint(const std::string& path, Detector& model, engin
     engine::Tensor t = reader.read(key);
     state.tensors.set(key.substr(std::string(kOptimizerPrefix).size()), t.ndim() == 4 ? oihw_to_krsc(t) : t);
   }
-  // Check both parts before changing either: the weights load checks everything first, and
-  // the optimiser state is validated by load_state before it replaces anything.
-  load_weights(model, path, WeightsScope::All, {kOptimizerPrefix});
+  // All or nothing: load_state and load_weights each check everything before they change
+  // anything; the optimiser's previous state is put back if the weights then do not fit.
+  engine::OptimizerState previous = optimizer.state();
   optimizer.load_state(state);
+  try {
+    load_weights(model, path, WeightsScope::All, {kOptimizerPrefix});
+  } catch (...) {
+    optimizer.load_state(previous);
+    throw;
+  }
   return progress;
 }
 

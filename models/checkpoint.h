@@ -49,7 +49,8 @@ CheckpointMetadata parse_checkpoint_metadata(const std::map<std::string, std::st
                                              const std::string& path);
 
 // Loads into `model` and `optimizer` (built with the same configuration) and returns the
-// progress. Errors name the file and what does not fit (another model, a damaged file).
+// progress. Errors name the file and what does not fit (another model, a damaged file); after
+// an error the model and the optimiser are as they were.
 TrainingProgress load_checkpoint(const std::string& path, Detector& model, engine::Optimizer& optimizer);
 
 }  // namespace models
