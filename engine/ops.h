@@ -17,7 +17,7 @@ Tensor add_relu(const Tensor& a, const Tensor& b);   // relu(a + b): the residua
 Tensor sub(const Tensor& a, const Tensor& b);        // same shape
 Tensor mul(const Tensor& a, const Tensor& b);        // same shape
 Tensor scale(const Tensor& a, double s);             // a * s
-Tensor relu(const Tensor& x);
+Tensor relu(const Tensor& x);  // max(x, 0); a NaN stays NaN, as in torch.relu
 Tensor sigmoid(const Tensor& x);
 Tensor softplus(const Tensor& x);                    // log(1 + exp(x)), stable
 Tensor sum(const Tensor& x);                         // all elements -> shape [1]
@@ -38,6 +38,18 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                     const Tensor& running_mean, const Tensor& running_var, bool training,
                     double momentum = 0.1, double eps = 1e-5);
+
+// ---- inference fusion (engine/ops/conv2d.cpp) ----
+// act(batch_norm2d(conv2d(x, w, no bias, stride, pad), gamma, beta, running_mean, running_var,
+// training = false, eps) + residual), act = ReLU when relu, else the identity; residual (the
+// output's shape) may be undefined. For inference: records no gradient, and refuses inputs that
+// require one while gradients are enabled. On the CPU one pass (the normalisation, residual and
+// ReLU applied as the convolution stores its output, kernels/cpu/conv2d.h), normalising as
+// (conv - running_mean) * scale + beta with scale = gamma / sqrt(running_var + eps) computed in
+// double; on CUDA the ops one after another.
+Tensor conv2d_bn_inference(const Tensor& x, const Tensor& w, int stride, int pad, const Tensor& gamma,
+                           const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                           double eps, const Tensor& residual, bool relu);
 
 // ---- pooling (engine/ops/pool.cpp) ----
 Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad);  // pads with -inf

@@ -1,6 +1,10 @@
 #include "models/evaluate.h"
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+
+#include "engine/anomaly.h"
 
 #include "data/loader.h"
 #include "models/metrics.h"
@@ -34,6 +38,14 @@ Predictions predict(Detector& model, std::shared_ptr<const data::Dataset> datase
     engine::Tensor probs = model.predict_samples(batch->images.to(device), options.mc_samples, key);
     const int64_t samples = probs.dim(0), n = probs.dim(1), classes = probs.dim(2);
     std::vector<double> p = probs.to_vector();
+    const auto bad = std::find_if(p.begin(), p.end(), [](double v) { return !std::isfinite(v); });
+    if (bad != p.end()) {
+      const int64_t image = (bad - p.begin()) / classes % n;
+      throw engine::NonFiniteError("evaluation: the model's output for '" + batch->paths[image] +
+                                       "' is not finite (" + std::to_string(*bad) +
+                                       "): its weights have probably diverged",
+                                   "", "forward");
+    }
     for (int64_t i = 0; i < n; ++i) {
       std::vector<double> per_sample(samples);
       for (int64_t s = 0; s < samples; ++s) per_sample[s] = p[(s * n + i) * classes + 1];

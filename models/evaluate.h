@@ -31,6 +31,8 @@ struct Predictions {
   size_t size() const { return labels.size(); }
 };
 
+// The model's P(AI) for every image of `dataset`, in evaluation mode. Throws
+// engine::NonFiniteError, naming an image, when an output is NaN or infinite (diverged weights).
 Predictions predict(Detector& model, std::shared_ptr<const data::Dataset> dataset, const EvalOptions& options);
 
 // {"classes": {...}, "subsets": {name: metrics}, "average_over_subsets": ..., "pooled": ...}

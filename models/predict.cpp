@@ -292,7 +292,13 @@ PredictionRun predict_files(const PredictOptions& o) {
   for (size_t i = 0; i < files.size(); ++i) {
     run.images[i].path = files[i];
     if (!samples[i].empty()) {
-      scored.push_back(i);
+      // a model whose weights hold NaN or infinities (a diverged run) gives NaN P(AI): an
+      // error row, never a score
+      if (std::all_of(samples[i].begin(), samples[i].end(), [](double v) { return std::isfinite(v); }))
+        scored.push_back(i);
+      else
+        run.images[i].error = "the model's output is not finite (NaN or infinite P(ai)): the checkpoint's weights "
+                              "are probably broken, e.g. by a diverged training run";
       continue;
     }
     const std::string prefix = "image '" + files[i] + "': ";

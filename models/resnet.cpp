@@ -64,8 +64,32 @@ Bottleneck::Bottleneck(int64_t in_channels, int64_t width, int stride, uint64_t 
   }
 }
 
+namespace {
+
+// Evaluation without gradients (predict, validation): each convolution runs fused with its
+// batch normalisation, the residual join and ReLU (engine::conv2d_bn_inference), saving the
+// separate passes over the activations. Training, or evaluation with gradients enabled (e.g.
+// gradients with respect to the image), takes the ops one by one.
+bool fuse_for_inference(const engine::Module& m) { return !m.is_training() && !engine::grad_enabled(); }
+
+Tensor conv_bn(const Conv2d& conv, const BatchNorm2d& bn, const Tensor& x, const Tensor& residual, bool relu) {
+  return engine::conv2d_bn_inference(x, conv.weight(), conv.stride(), conv.padding(), bn.weight(), bn.bias(),
+                                     bn.running_mean(), bn.running_var(), bn.eps(), residual, relu);
+}
+
+}  // namespace
+
 Tensor Bottleneck::forward(const Tensor& x) {
   using engine::relu;
+  if (fuse_for_inference(*this)) {
+    Tensor identity = x;
+    if (downsample)
+      identity = conv_bn(static_cast<const Conv2d&>((*downsample)[0]),
+                         static_cast<const BatchNorm2d&>((*downsample)[1]), x, Tensor(), false);
+    Tensor out = conv_bn(*conv1, *bn1, x, Tensor(), true);
+    out = conv_bn(*conv2, *bn2, out, Tensor(), true);
+    return conv_bn(*conv3, *bn3, out, identity, true);
+  }
   Tensor out = relu(bn1->forward(conv1->forward(x)));
   out = relu(bn2->forward(conv2->forward(out)));
   out = bn3->forward(conv3->forward(out));
@@ -113,7 +137,8 @@ Tensor Detector::backbone(const Tensor& images) {
                ": images must be NHWC [N, H, W, 3], got ", images.desc());
   ENGINE_CHECK(images.dim(1) >= 32 && images.dim(2) >= 32, variant_name(variant_),
                ": images must be at least 32x32, got ", images.desc());
-  Tensor x = engine::relu(bn1->forward(conv1->forward(images)));
+  Tensor x = fuse_for_inference(*this) ? conv_bn(*conv1, *bn1, images, Tensor(), true)
+                                       : engine::relu(bn1->forward(conv1->forward(images)));
   x = engine::max_pool2d(x, 3, 2, 1);
   for (auto& layer : layers) x = layer->forward(x);
   return x;

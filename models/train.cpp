@@ -525,7 +525,15 @@ int run_training(const TrainOptions& options) {
                              {"skipped_steps", skipped_this_epoch}};
     std::string val_text;
     if (o.eval_each_epoch || progress.epoch + 1 == o.epochs) {
-      Predictions p = predict(*model, val_set, eo);
+      Predictions p;
+      try {
+        p = predict(*model, val_set, eo);
+      } catch (const engine::NonFiniteError& e) {
+        std::fprintf(stderr, "error: %s (after epoch %lld, step %lld).\nStopping; %s\n", e.what(),
+                     static_cast<long long>(progress.epoch + 1), static_cast<long long>(progress.step),
+                     last_good().c_str());
+        return 3;
+      }
       nlohmann::json report = evaluation_report(p, model->bayesian());
       record["val"] = report["pooled"];
       char buf[96];

@@ -2,6 +2,8 @@
 // Gradient checks and input validation for the elementwise, reduction, reshape and linear ops.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "engine/ops.h"
 #include "gradcheck.h"
 
@@ -45,6 +47,25 @@ TEST(Elementwise, SoftplusAndSigmoidAreStableAtExtremes) {
   EXPECT_EQ(sg[0], 0);
   EXPECT_NEAR(sg[2], 0.5, 1e-7);
   EXPECT_EQ(sg[4], 1);
+}
+
+TEST(Elementwise, ReluKeepsNaNAndInfinities) {
+  // As torch.relu: a NaN reaches the output (where it can be detected) instead of becoming 0.
+  const double nan = std::nan(""), inf = HUGE_VAL;
+  for (DType dt : {DType::F32, DType::F64}) {
+    Tensor x = Tensor::from_vector({nan, -inf, inf, -1, 2, nan, 0}, {7}, dt);
+    const std::vector<double> y = relu(x).to_vector();
+    EXPECT_TRUE(std::isnan(y[0]) && std::isnan(y[5]));
+    EXPECT_EQ(y[1], 0);
+    EXPECT_EQ(y[2], inf);
+    EXPECT_EQ(y[3], 0);
+    EXPECT_EQ(y[4], 2);
+    EXPECT_EQ(y[6], 0);
+    const std::vector<double> z = add_relu(x, Tensor::zeros({7}, dt)).to_vector();
+    EXPECT_TRUE(std::isnan(z[0]) && std::isnan(z[5]));
+    EXPECT_EQ(z[1], 0);
+    EXPECT_EQ(z[4], 2);
+  }
 }
 
 TEST(Elementwise, Float32MatchesFloat64) {

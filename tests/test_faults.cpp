@@ -249,7 +249,7 @@ TEST(NonFinite, SkipStopsAfterTooManyInARow) {
 TEST(NonFinite, TrainerWithAHugeLearningRateStopsOrSkipsAsAsked) {
   tp::ScratchDir dir("faults_cli");
   const std::vector<std::string> common = {"--optimizer", "sgd", "--lr", "1e30", "--epochs", "2", "--batch-size", "4",
-                                           "--image-size", "32", "--synthetic-size", "32", "--synthetic-images", "16",
+                                           "--image-size", "32", "--synthetic-size", "32",
                                            "--mc-samples", "2", "--threads", "1", "--workers", "1"};
   auto args = [&](const std::string& out, std::vector<std::string> more) {
     std::vector<std::string> a = common;
@@ -259,7 +259,7 @@ TEST(NonFinite, TrainerWithAHugeLearningRateStopsOrSkipsAsAsked) {
   };
   tp::Options opts;
   opts.log = dir.sub("stop.log");
-  tp::Outcome outcome = tp::run(args("stop", {"--checkpoint-every", "1"}), opts);
+  tp::Outcome outcome = tp::run(args("stop", {"--checkpoint-every", "1", "--synthetic-images", "16"}), opts);
   std::string log = tp::read_text(opts.log);
   EXPECT_EQ(outcome.code, 3) << log;  // step 1 sends the weights to ~1e30; step 2 overflows
   expect_contains(log, "non-finite values at step 2 (epoch 1, batch 2): op 'conv2d' produced non-finite values in the "
@@ -267,15 +267,24 @@ TEST(NonFinite, TrainerWithAHugeLearningRateStopsOrSkipsAsAsked) {
   expect_contains(log, "Stopping (--on-nonfinite stop); the last good checkpoint is kept");
   EXPECT_EQ(checkpoint_step(dir.sub("stop/checkpoint.safetensors")), 1);
 
-  opts.log = dir.sub("skip.log");
-  outcome = tp::run(args("skip", {"--on-nonfinite", "skip"}), opts);
+  opts.log = dir.sub("skip.log");  // 32 images: 8 steps in the first epoch, 5 of them skipped
+  outcome = tp::run(args("skip", {"--on-nonfinite", "skip", "--synthetic-images", "32"}), opts);
   log = tp::read_text(opts.log);
   EXPECT_EQ(outcome.code, 3) << log;
   expect_contains(log, "step 2 (epoch 1, batch 2) skipped");
   expect_contains(log, "5 steps in a row had non-finite values; the last, step 6");
 
+  // 4 steps an epoch, 3 skipped: the epoch's evaluation meets the diverged weights of step 1
+  opts.log = dir.sub("skip_eval.log");
+  outcome = tp::run(args("skip_eval", {"--on-nonfinite", "skip", "--synthetic-images", "16"}), opts);
+  log = tp::read_text(opts.log);
+  EXPECT_EQ(outcome.code, 3) << log;
+  expect_contains(log, "is not finite");
+  expect_contains(log, "its weights have probably diverged (after epoch 1, step 4)");
+  EXPECT_FALSE(fs::exists(dir.sub("skip_eval/results.json")));
+
   opts.log = dir.sub("bad.log");
-  outcome = tp::run(args("bad", {"--on-nonfinite", "ignore"}), opts);
+  outcome = tp::run(args("bad", {"--on-nonfinite", "ignore", "--synthetic-images", "16"}), opts);
   EXPECT_EQ(outcome.code, 1);
   expect_contains(tp::read_text(opts.log), "--on-nonfinite must be stop or skip, got 'ignore'");
 }
@@ -352,4 +361,56 @@ TEST(DiskFaults, ReadOnlyRunFolderIsRefusedAndItsCheckpointKept) {
                        "untouched");
   fs::permissions(out, fs::perms::owner_all, fs::perm_options::add);
   expect_checkpoint_intact(out, hash);
+}
+
+// A checkpoint that does not fit changes neither the model nor the optimiser: a bad optimiser
+// part leaves the weights alone, bad weights leave the optimiser's state alone.
+TEST(CheckpointFaults, ARefusedCheckpointChangesNeitherModelNorOptimiser) {
+  tp::ScratchDir dir("faults_partial_checkpoint");
+  const std::string good = dir.sub("good.safetensors");
+  engine::SgdOptions s;
+  s.momentum = 0.9;
+  {
+    models::DetectorOptions o;
+    o.seed = 1;
+    auto source = models::make_detector("resnet50", o);
+    engine::SGD sgd(source->named_parameters(), s);
+    models::save_checkpoint(good, *source, sgd, models::TrainingProgress{});
+  }
+  auto reader = engine::SafeTensorsReader::open(good);
+  auto rewrite = [&](const std::string& path, const std::string& drop, const std::string& extra) {
+    std::vector<std::pair<std::string, engine::Tensor>> tensors;
+    for (const std::string& key : reader.keys())
+      if (key != drop) tensors.emplace_back(key, reader.read(key));
+    if (!extra.empty()) tensors.emplace_back(extra, engine::Tensor::zeros({2}));
+    engine::write_safetensors(path, tensors, reader.metadata());
+  };
+  const std::string bad_optimizer = dir.sub("bad_optimizer.safetensors"), bad_weights = dir.sub("bad_weights.safetensors");
+  rewrite(bad_optimizer, "", "optimizer.no_such_parameter.momentum_buffer");
+  rewrite(bad_weights, "fc.bias", "");
+
+  models::DetectorOptions o;
+  o.seed = 2;
+  auto model = models::make_detector("resnet50", o);
+  engine::SGD sgd(model->named_parameters(), s);
+  {  // one step, so that the optimiser holds momentum buffers
+    engine::Tensor images = engine::Tensor::randn({2, 32, 32, 3}, 3);
+    engine::cross_entropy(model->head_mean(model->features(images)), {0, 1}).backward();
+    sgd.step();
+  }
+  const std::vector<double> weight_before = model->fc->weight().to_vector();
+  const engine::OptimizerState state_before = sgd.state();
+  ASSERT_FALSE(state_before.tensors.empty());
+
+  EXPECT_THROW(models::load_checkpoint(bad_optimizer, *model, sgd), engine::Error);
+  EXPECT_EQ(model->fc->weight().to_vector(), weight_before) << "the weights changed";
+  EXPECT_THROW(models::load_checkpoint(bad_weights, *model, sgd), engine::Error);
+  EXPECT_EQ(model->fc->weight().to_vector(), weight_before) << "the weights changed";
+  const engine::OptimizerState state_after = sgd.state();
+  EXPECT_EQ(state_after.scalars, state_before.scalars);
+  ASSERT_EQ(state_after.tensors.keys(), state_before.tensors.keys());
+  for (const auto& [key, t] : state_before.tensors)
+    EXPECT_EQ(state_after.tensors.at(key).to_vector(), t.to_vector()) << key << " changed";
+  // and the good one loads
+  EXPECT_EQ(models::load_checkpoint(good, *model, sgd).step, 0);
 }

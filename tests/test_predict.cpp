@@ -286,6 +286,26 @@ TEST_F(Predict, JsonOutputAndExitStatusTwoWhenNothingScores) {
     EXPECT_TRUE(one["images"][0].contains(field)) << field;
 }
 
+TEST_F(Predict, WeightsHoldingNaNGiveErrorRowsNotScores) {
+  // A diverged run's weights: every image is an error row that says so, never a NaN score.
+  const std::string path = dir("nan.safetensors");
+  auto model = models::make_detector("resnet50");
+  std::vector<double> bias = model->fc->bias().to_vector();
+  bias[0] = std::nan("");
+  model->fc->bias().copy_(engine::Tensor::from_vector(bias, {2}));
+  models::save_weights(*model, path);
+  models::PredictOptions o = linear_options();
+  o.weights = path;
+  o.inputs = {dir("extra/z.png"), dir("images/d.bmp")};
+  const models::PredictionRun run = models::predict_files(o);
+  ASSERT_EQ(run.images.size(), 2u);
+  for (const models::ImagePrediction& image : run.images) {
+    EXPECT_FALSE(image.scored()) << image.path;
+    EXPECT_NE(image.error.find("not finite"), std::string::npos) << image.error;
+  }
+  EXPECT_EQ(models::run_prediction(o), 2);  // nothing scored
+}
+
 TEST_F(Predict, AttentionOverlaysAtTheModelInputSize) {
   models::PredictOptions o = attn_options();
   o.image_size = 64;  // layer4 is 2x2 here: a map worth upsampling

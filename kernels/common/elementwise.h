@@ -22,7 +22,7 @@ template <typename T> KERNEL_HD T sigmoid_fn(T x) {
 }
 
 template <UnaryOp OP, typename T> KERNEL_HD T unary_forward_fn(T x, T alpha) {
-  if constexpr (OP == UnaryOp::Relu) return x > T(0) ? x : T(0);
+  if constexpr (OP == UnaryOp::Relu) return x < T(0) ? T(0) : x;  // a NaN stays NaN, as in PyTorch
   if constexpr (OP == UnaryOp::Sigmoid) return sigmoid_fn(x);
   if constexpr (OP == UnaryOp::Softplus) return softplus_fn(x);
   if constexpr (OP == UnaryOp::Scale) return x * alpha;
@@ -41,7 +41,7 @@ template <UnaryOp OP, typename T> KERNEL_HD T unary_backward_fn(T x, T y, T dy, 
 
 template <BinaryOp OP, typename T> KERNEL_HD T binary_forward_fn(T a, T b) {
   if constexpr (OP == BinaryOp::Add) return a + b;
-  if constexpr (OP == BinaryOp::AddRelu) return a + b > T(0) ? a + b : T(0);
+  if constexpr (OP == BinaryOp::AddRelu) return a + b < T(0) ? T(0) : a + b;  // NaN stays NaN
   if constexpr (OP == BinaryOp::Sub) return a - b;
   if constexpr (OP == BinaryOp::Mul) return a * b;
   return a;

@@ -41,12 +41,14 @@ const T* pixel_or_zero(const T* base, int64_t n, int64_t h, int64_t w, int64_t H
 // S * C contiguous elements of one input row.
 constexpr int64_t kRowSegmentsBelowChannels = 16;
 
+namespace {
+
+// The forward product into y; g arrives with its bias or epilogue set.
 template <typename T>
-void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+void run_forward(const Conv2dShape& s, const T* x, const T* w, T* y, IndirectGemm<T>& g) {
   const int64_t rsc = s.R * s.S * s.C, span = s.S * s.C;
   const bool row_segments = s.C < kRowSegmentsBelowChannels;
   const std::vector<T> zeros(static_cast<size_t>(row_segments ? span : s.C), T(0));
-  IndirectGemm<T> g;
   g.M = s.N * s.P * s.Q;
   g.N = s.K;
   // A[(n,p,q), (r,s,c)] = x[n, p*stride - pad + r, q*stride - pad + s, c]
@@ -100,8 +102,32 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   g.c_rows = [&](int64_t m0, int64_t count, T** rows) {
     for (int64_t i = 0; i < count; ++i) rows[i] = y + (m0 + i) * s.K;
   };
-  g.bias = bias;
   run_indirect_gemm(g);
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  IndirectGemm<T> g;
+  g.bias = bias;
+  run_forward(s, x, w, y, g);
+}
+
+template <typename T>
+void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T* center, const T* scale,
+                          const T* shift, const T* residual, bool relu, T* y) {
+  IndirectGemm<T> g;
+  g.out_center = center;
+  g.out_scale = scale;
+  g.out_shift = shift;
+  g.out_relu = relu;
+  if (residual) {
+    g.residual_rows = [&](int64_t m0, int64_t count, const T** rows) {
+      for (int64_t i = 0; i < count; ++i) rows[i] = residual + (m0 + i) * s.K;
+    };
+  }
+  run_forward(s, x, w, y, g);
 }
 
 namespace {
@@ -274,6 +300,8 @@ void conv2d_backward_bias(const Conv2dShape& s, const T* dy, T* db) {
 
 #define INSTANTIATE(T)                                                                          \
   template void conv2d_forward<T>(const Conv2dShape&, const T*, const T*, const T*, T*);      \
+  template void conv2d_forward_fused<T>(const Conv2dShape&, const T*, const T*, const T*, const T*, \
+                                        const T*, const T*, bool, T*);                          \
   template void conv2d_backward_data<T>(const Conv2dShape&, const T*, const T*, T*);           \
   template void conv2d_backward_weight<T>(const Conv2dShape&, const T*, const T*, T*);         \
   template void conv2d_backward_bias<T>(const Conv2dShape&, const T*, T*);

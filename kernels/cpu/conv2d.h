@@ -23,6 +23,16 @@ namespace kernels::cpu {
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y);
 
+// Inference fusion, in the forward product's own pass over y (the GEMM epilogue, gemm.h):
+//   y = act((conv(x, w) - center[k]) * scale[k] + shift[k] + residual[n, p, q, k])
+// a convolution followed by an evaluation-mode batch normalisation (center = running mean,
+// scale = gamma / sqrt(running var + eps), shift = beta), the residual join and ReLU. Any of
+// center, scale, shift, residual (laid out as y) may be null (0, 1, 0, 0); act is ReLU when
+// relu (a NaN stays NaN), else the identity.
+template <typename T>
+void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T* center, const T* scale,
+                          const T* shift, const T* residual, bool relu, T* y);
+
 template <typename T>
 void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx);
 

@@ -102,7 +102,22 @@ struct TileArgs {
   int rows = 0, cols = 0;             // the valid part of the tile
   const T* init = nullptr;            // kTileCols starting values (the bias), or null for zero
   bool add = false;                   // C += tile instead of C = tile
+  // The last reduction block of a product with an epilogue: the problem's epilogue is applied
+  // to each element as it is stored (residual rows r[i] + c_col, or r null).
+  const IndirectGemm<T>* epilogue = nullptr;
+  const T* const* r = nullptr;
 };
+
+// The epilogue of g (gemm.h) on one finished element v of column n; residual: R[m, n] or null.
+template <typename T>
+inline T finish_element(const IndirectGemm<T>& g, int64_t n, T v, const T* residual) {
+  if (g.out_center) v -= g.out_center[n];
+  if (g.out_scale) v *= g.out_scale[n];
+  if (g.out_shift) v += g.out_shift[n];
+  if (residual) v += *residual;
+  if (g.out_relu) v = v < T(0) ? T(0) : v;
+  return v;
+}
 
 // acc[i][:] += A[i, c] * B[c, :] for one element c of the reduction; a(i) reads A[i, c].
 template <typename T, typename Vec, typename ReadA>
@@ -151,6 +166,19 @@ void micro_kernel(const TileArgs<T>& t) {
       for (int64_t c = 0; c < t.piece_len; ++c, b += NR)
         rank1_update<T>(acc, b, [&a, c](int i) { return a[i][c]; });
     }
+  }
+  if (t.epilogue) {  // rare (inference fusions): through a row buffer, element by element
+    for (int i = 0; i < MR; ++i) {
+      if (i >= t.rows) break;
+      T* crow = t.c[i] + t.c_col;
+      const T* rrow = t.r ? t.r[i] + t.c_col : nullptr;
+      alignas(64) T tile_row[NR];
+      for (int j = 0; j < NV; ++j) *reinterpret_cast<Vec*>(tile_row + j * L) = acc[i][j];
+      for (int n = 0; n < t.cols; ++n)
+        crow[n] = finish_element(*t.epilogue, t.c_col + n, t.add ? crow[n] + tile_row[n] : tile_row[n],
+                                 rrow ? rrow + n : nullptr);
+    }
+    return;
   }
   // Stores: indices stay compile-time constants so that acc lives in registers throughout.
   for (int i = 0; i < MR; ++i) {
@@ -237,7 +265,9 @@ struct Scratch {
       bias{nullptr, &std::free};
   std::unique_ptr<const T*, decltype(&std::free)> a_table{nullptr, &std::free};
   std::unique_ptr<T*, decltype(&std::free)> c_table{nullptr, &std::free};
-  int64_t packed_b_size = 0, packed_a_size = 0, bias_size = 0, a_table_size = 0, c_table_size = 0;
+  std::unique_ptr<const T*, decltype(&std::free)> r_table{nullptr, &std::free};
+  int64_t packed_b_size = 0, packed_a_size = 0, bias_size = 0, a_table_size = 0, c_table_size = 0,
+          r_table_size = 0;
 };
 
 // Two loop orders (see run_part). Packing B whole lets each block of C rows be finished
@@ -291,6 +321,13 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
   if (whole_b) table_ld = g.segments;
   const T** a_table = scratch(mem.a_table, mem.a_table_size, table_rows * table_ld);
   T** c_table = scratch(mem.c_table, mem.c_table_size, table_rows);
+  const bool epilogue = g.has_epilogue();
+  const T** r_table = g.residual_rows ? scratch(mem.r_table, mem.r_table_size, table_rows) : nullptr;
+  // C's rows (and the residual's) for rows [m0, m0 + mc)
+  auto fill_c_table = [&](int64_t m0, int64_t mc) {
+    g.c_rows(m0, mc, c_table);
+    if (r_table) g.residual_rows(m0, mc, r_table);
+  };
   // Strided A (a transposed operand; a column of dy in backward-weight) is packed block by
   // block (pack_strided_a): read in place it would cost a cache line per element.
   T* packed_a = nullptr;
@@ -335,8 +372,10 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
       t.c_col = n_begin + p * NR;
       t.cols = static_cast<int>(std::min<int64_t>(NR, n_end - t.c_col));
       t.init = (bi == 0 && bias) ? bias + p * NR : nullptr;
+      t.epilogue = epilogue && bi + 1 == blocks.size() ? &g : nullptr;
       for (int64_t i0 = 0; i0 < mc; i0 += MR) {
         t.c = c_table + i0;
+        t.r = r_table ? r_table + i0 : nullptr;
         t.rows = static_cast<int>(std::min<int64_t>(MR, mc - i0));
         if (packed_a) {
           t.a_panel = packed_a + i0;
@@ -356,7 +395,7 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
     for (int64_t m0 = m_begin; m0 < m_end; m0 += block_rows) {
       const int64_t mc = std::min(block_rows, m_end - m0);
       fill_a_table(m0, mc, 0, g.segments);
-      g.c_rows(m0, mc, c_table);
+      fill_c_table(m0, mc);
       for (size_t bi = 0; bi < blocks.size(); ++bi) sweep(bi, mc, blocks[bi].s0);
     }
   } else {
@@ -365,23 +404,27 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
       for (int64_t m0 = m_begin; m0 < m_end; m0 += block_rows) {
         const int64_t mc = std::min(block_rows, m_end - m0);
         fill_a_table(m0, mc, blocks[bi].s0, blocks[bi].s1);
-        g.c_rows(m0, mc, c_table);
+        fill_c_table(m0, mc);
         sweep(bi, mc, 0);
       }
     }
   }
 }
 
-// C = (accumulate ? C : 0) + bias when the reduction is empty.
+// C = (accumulate ? C : 0) + bias, then the epilogue, when the reduction is empty.
 template <typename T>
 void fill_without_reduction(const IndirectGemm<T>& g) {
   std::vector<T*> rows(static_cast<size_t>(kBlockRows));
+  std::vector<const T*> residual(g.residual_rows ? rows.size() : 0);
   for (int64_t m0 = 0; m0 < g.M; m0 += kBlockRows) {
     int64_t mc = std::min(kBlockRows, g.M - m0);
     g.c_rows(m0, mc, rows.data());
+    if (g.residual_rows) g.residual_rows(m0, mc, residual.data());
     for (int64_t i = 0; i < mc; ++i)
-      for (int64_t n = 0; n < g.N; ++n)
-        rows[i][n] = (g.accumulate ? rows[i][n] : T(0)) + (g.bias ? g.bias[n] : T(0));
+      for (int64_t n = 0; n < g.N; ++n) {
+        T v = (g.accumulate ? rows[i][n] : T(0)) + (g.bias ? g.bias[n] : T(0));
+        rows[i][n] = g.has_epilogue() ? finish_element(g, n, v, g.residual_rows ? residual[i] + n : nullptr) : v;
+      }
   }
 }
 

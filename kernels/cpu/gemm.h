@@ -54,6 +54,19 @@ struct IndirectGemm {
   std::function<void(int64_t m0, int64_t count, T** rows)> c_rows;
   const T* bias = nullptr;  // [N] added to every row, or null
   bool accumulate = false;  // add to C instead of overwriting it
+  // Epilogue, applied once to each finished element of C (after the whole reduction, the bias
+  // and `accumulate`), for inference-time fusions such as a convolution followed by an
+  // evaluation-mode batch normalisation, a residual join and a ReLU:
+  //   C[m, n] = act((C[m, n] - out_center[n]) * out_scale[n] + out_shift[n] + R[m, n])
+  // Each of out_center, out_scale, out_shift ([N]) may be null (0, 1, 0). R[m, n] is
+  // residual_rows' row m (as c_rows: rows[i] = address of R[m0 + i, 0]), or 0 when it is empty.
+  // act is max(v, 0) when out_relu (a NaN stays NaN), else the identity.
+  const T* out_center = nullptr;
+  const T* out_scale = nullptr;
+  const T* out_shift = nullptr;
+  std::function<void(int64_t m0, int64_t count, const T** rows)> residual_rows;
+  bool out_relu = false;
+  bool has_epilogue() const { return out_center || out_scale || out_shift || residual_rows || out_relu; }
 };
 
 template <typename T>

@@ -296,7 +296,7 @@ __global__ void normalise_kernel(const T* __restrict__ x, const T* __restrict__ 
     for (int j = 0; j < VEC; ++j) {
       const int64_t c = c0 + j;
       T v = add_rn(mul_rn(sub_rn(sub_rn(in.v[j], hi[c]), lo[c]), scale[c]), beta[c]);
-      if (RELU) v = v > T(0) ? v : T(0);
+      if (RELU) v = v < T(0) ? T(0) : v;  // a NaN stays NaN, as engine::relu
       out.v[j] = v;
     }
     reinterpret_cast<Pack<T, VEC>*>(y)[p] = out;
