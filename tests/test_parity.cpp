@@ -73,9 +73,13 @@ void check_eval(const std::string& variant) {
 // compared with PyTorch's float64 step. In float64 the gradients must agree closely. In
 // float32, rounding through 53 train-mode layers (batch-norm over few values per channel)
 // moves the backbone gradients by about 1e-2 even in PyTorch (the fixture measures PyTorch
-// float32 against float64), and by how much for a given tensor is a matter of luck. So in
-// float32 ours must be no further from the float64 reference than 3 times the largest error
-// PyTorch's own float32 step shows on the checked tensors of this step (or 1e-3).
+// float32 against float64), and by how much for a given tensor is a matter of luck: PyTorch's
+// NCHW and channels-last float32 steps, equally legitimate, differ in rounding only, and
+// their errors on one tensor differ by up to 250 times (layer3.5.bn3.bias of
+// resnet50_attn_bnn: 8.8e-5 and 2.2e-2). So in float32 ours must be no further from the
+// float64 reference than 3 times the largest error of PyTorch's two float32 steps on the
+// checked tensors of this step (or 1e-3). Ours runs the Winograd convolution
+// (kernels/cpu/winograd.h) where conv2d picks it, as in training.
 void check_train_step(const std::string& variant, DType dtype) {
   SCOPED_TRACE(variant + (dtype == DType::F64 ? " f64" : " f32"));
   const bool f64 = dtype == DType::F64;
@@ -85,11 +89,12 @@ void check_train_step(const std::string& variant, DType dtype) {
   models::load_weights(*model, fixture(variant + ".weights.safetensors"));
   auto expected = SafeTensorsReader::open(fixture(variant + ".expected.safetensors"));
   Tensor eps_w = expected.read("eps_w", dtype), eps_b = expected.read("eps_b", dtype);
-  double torch_f32_noise = 0;  // the largest error of PyTorch's float32 step on this step
+  double torch_f32_noise = 0;  // the largest error of PyTorch's float32 steps on this step
   for (const std::string& key : expected.keys())
-    if (expected.has("f32." + key))
-      torch_f32_noise = std::max(torch_f32_noise, normwise_error(expected.read("f32." + key, DType::F64),
-                                                                 expected.read(key, DType::F64)));
+    for (const char* run : {"f32.", "f32cl."})
+      if (expected.has(run + key))
+        torch_f32_noise = std::max(torch_f32_noise, normwise_error(expected.read(run + key, DType::F64),
+                                                                   expected.read(key, DType::F64)));
   // Ours against the float64 reference.
   auto check = [&](const char* what, const Tensor& ours, const std::string& key, double f64_tol) {
     Tensor ref = expected.read(key, DType::F64);
@@ -100,8 +105,11 @@ void check_train_step(const std::string& variant, DType dtype) {
       EXPECT_LT(err, f64_tol) << what;
       return;
     }
-    double torch_err = normwise_error(expected.read("f32." + key, DType::F64), expected.read(key, DType::F64));
-    std::printf("%s f32 %s: relative error %.3g (PyTorch f32: %.3g)\n", variant.c_str(), what, err, torch_err);
+    const Tensor ref64 = expected.read(key, DType::F64);
+    const double torch_err = normwise_error(expected.read("f32." + key, DType::F64), ref64);
+    const double torch_cl_err = normwise_error(expected.read("f32cl." + key, DType::F64), ref64);
+    std::printf("%s f32 %s: relative error %.3g (PyTorch f32: %.3g NCHW, %.3g channels-last)\n", variant.c_str(), what,
+                err, torch_err, torch_cl_err);
     EXPECT_LE(err, std::max(3 * torch_f32_noise, 1e-3)) << what << " (PyTorch's largest float32 error here "
                                                        << torch_f32_noise << ")";
   };

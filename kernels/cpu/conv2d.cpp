@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/winograd.h"
 
 namespace kernels::cpu {
 namespace {
@@ -105,10 +107,23 @@ void run_forward(const Conv2dShape& s, const T* x, const T* w, T* y, IndirectGem
   run_indirect_gemm(g);
 }
 
+// The Winograd tile for s (winograd.h) where conv2d takes that algorithm: float32 only, and
+// not when switched off; 0 for the direct algorithm.
+template <typename T>
+int winograd_choice(const Conv2dShape& s, WinogradPass pass) {
+  if constexpr (std::is_same_v<T, float>) return winograd_enabled() ? winograd_tile(s, pass) : 0;
+  return 0;
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  if (const int m = winograd_choice<T>(s, WinogradPass::Forward)) {
+    ConvEpilogue<T> ep;
+    ep.bias = bias;
+    return winograd_forward(s, m, x, w, ep, y);
+  }
   IndirectGemm<T> g;
   g.bias = bias;
   run_forward(s, x, w, y, g);
@@ -117,6 +132,15 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 template <typename T>
 void conv2d_forward_fused(const Conv2dShape& s, const T* x, const T* w, const T* center, const T* scale,
                           const T* shift, const T* residual, bool relu, T* y) {
+  if (const int m = winograd_choice<T>(s, WinogradPass::Forward)) {
+    ConvEpilogue<T> ep;
+    ep.center = center;
+    ep.scale = scale;
+    ep.shift = shift;
+    ep.residual = residual;
+    ep.relu = relu;
+    return winograd_forward(s, m, x, w, ep, y);
+  }
   IndirectGemm<T> g;
   g.out_center = center;
   g.out_scale = scale;
@@ -174,6 +198,7 @@ void backward_data_col2im(const Conv2dShape& s, const T* dy, const T* w, T* dx) 
 
 template <typename T>
 void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  if (const int m = winograd_choice<T>(s, WinogradPass::BackwardData)) return winograd_backward_data(s, m, dy, w, dx);
   if (s.C < kRowSegmentsBelowChannels) return backward_data_col2im(s, dy, w, dx);
   const int64_t st = s.stride, rsc = s.R * s.S * s.C;
   const std::vector<T> zeros(static_cast<size_t>(s.K), T(0));
@@ -233,6 +258,7 @@ void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) 
 
 template <typename T>
 void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
+  if (const int m = winograd_choice<T>(s, WinogradPass::BackwardWeight)) return winograd_backward_weight(s, m, x, dy, dw);
   const int64_t rsc = s.R * s.S * s.C;
   IndirectGemm<T> g;
   g.M = s.K;

@@ -11,6 +11,8 @@
 // the transposed sub-kernel, written straight into its rows of dx (no col2im, no scatter).
 // Below 16 input channels (the RGB stem) the forward and backward-weight read whole kernel
 // rows (S*C contiguous elements) per step, and backward-data is a GEMM into columns + col2im.
+// float32 3x3 stride-1 convolutions go through the Winograd algorithm instead where it is
+// faster (winograd.h: winograd_tile decides per pass; ENGINE_CONV_WINOGRAD=0 turns it off).
 // Gradient rule: dx, dw and db are written (=); the engine accumulates parameter gradients.
 // Bench: build/bench/bench_kernels --benchmark_filter=Conv2d
 #pragma once

@@ -296,7 +296,8 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
   static thread_local Scratch<T> mem;
   const int64_t panels = ceil_div(n_end - n_begin, NR);
   const int64_t block_rows = g.a_step != 1 ? kBlockRowsPackedA : kBlockRows;
-  const bool whole_b = pack_b_whole(panels * g.segments * g.segment_len * NR * sizeof(T),
+  const bool whole_b = g.prepacked_b ||
+                       pack_b_whole(panels * g.segments * g.segment_len * NR * sizeof(T),
                                     (m_end - m_begin) * (n_end - n_begin) * sizeof(T),
                                     static_cast<int64_t>(blocks.size()), ceil_div(m_end - m_begin, block_rows));
   // offsets of each block's panels in the packed buffer (all blocks, or one at a time)
@@ -307,7 +308,8 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
     block_offset[bi] = whole_b ? packed_size : 0;
     packed_size = whole_b ? packed_size + block_size : std::max(packed_size, block_size);
   }
-  T* packed_b = scratch(mem.packed_b, mem.packed_b_size, packed_size);
+  T* packed_b = g.prepacked_b ? const_cast<T*>(g.prepacked_b)  // only read: pack_block is not called
+                              : scratch(mem.packed_b, mem.packed_b_size, packed_size);
   T* bias = nullptr;  // this thread's columns of the bias, zero padded to whole panels
   if (g.bias) {
     bias = scratch(mem.bias, mem.bias_size, panels * NR);
@@ -391,7 +393,8 @@ void run_part(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& block
   };
 
   if (whole_b) {
-    for (size_t bi = 0; bi < blocks.size(); ++bi) pack_block(bi);
+    if (!g.prepacked_b)
+      for (size_t bi = 0; bi < blocks.size(); ++bi) pack_block(bi);
     for (int64_t m0 = m_begin; m0 < m_end; m0 += block_rows) {
       const int64_t mc = std::min(block_rows, m_end - m0);
       fill_a_table(m0, mc, 0, g.segments);
@@ -458,7 +461,8 @@ void run_indirect_gemm(const IndirectGemm<T>& g) {
   if (flops >= kMinParallelFlops && !omp_in_parallel())
     threads = static_cast<int>(std::min<int64_t>(num_threads(), std::max(row_tiles, col_tiles)));
   if (threads == 1) return run_part(g, blocks, 0, g.M, 0, g.N);
-  const bool split_columns = split_by_columns(row_tiles, col_tiles, threads, MR, NR);
+  // a prepacked B is laid out for all columns: rows are split
+  const bool split_columns = !g.prepacked_b && split_by_columns(row_tiles, col_tiles, threads, MR, NR);
 #pragma omp parallel num_threads(threads)
   {
     const int64_t part = omp_get_thread_num();
@@ -527,6 +531,29 @@ void pack_transposed(const T* src, int64_t ld, int64_t kc, int64_t nc, T scale, 
 }
 
 template <typename T>
+PackedBLayout<T>::PackedBLayout(int64_t rows, int64_t N)
+    : N_(N), width_(kTileCols<T>), row_start_(static_cast<size_t>(rows)), panel_stride_(static_cast<size_t>(rows)) {
+  // as run_part lays out a whole B of one segment over all columns
+  const int64_t panels = ceil_div(N, width_);
+  for (const ReductionBlock& b : reduction_blocks(1, rows, kBlockK<T>)) {
+    for (int64_t k = b.c0; k < b.c0 + b.len; ++k) {
+      row_start_[static_cast<size_t>(k)] = size_ + (k - b.c0) * width_;
+      panel_stride_[static_cast<size_t>(k)] = b.len * width_;
+    }
+    size_ += panels * b.len * width_;
+  }
+}
+
+template <typename T>
+void PackedBLayout<T>::zero_padding(T* base) const {
+  if (N_ % width_ == 0) return;
+  const int64_t last = N_ / width_ * width_;
+  for (size_t k = 0; k < row_start_.size(); ++k)
+    std::fill(base + offset(static_cast<int64_t>(k), last) + N_ % width_, base + offset(static_cast<int64_t>(k), last) + width_,
+              T(0));
+}
+
+template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
@@ -576,6 +603,8 @@ template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const 
                            const double*, int64_t, double, double*, int64_t);
 template void run_indirect_gemm<float>(const IndirectGemm<float>&);
 template void run_indirect_gemm<double>(const IndirectGemm<double>&);
+template class PackedBLayout<float>;
+template class PackedBLayout<double>;
 template void pack_transposed<float>(const float*, int64_t, int64_t, int64_t, float, const PanelWriter<float>&);
 template void pack_transposed<double>(const double*, int64_t, int64_t, int64_t, double, const PanelWriter<double>&);
 

@@ -18,6 +18,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace kernels::cpu {
 
@@ -67,6 +68,32 @@ struct IndirectGemm {
   std::function<void(int64_t m0, int64_t count, const T** rows)> residual_rows;
   bool out_relu = false;
   bool has_epilogue() const { return out_center || out_scale || out_shift || residual_rows || out_relu; }
+  // B already in the engine's panel layout (PackedBLayout below, for this product's reduction
+  // length and N), for one B multiplied by many A's (the Winograd products): pack_b is then
+  // not called, and threads split the product by rows.
+  const T* prepacked_b = nullptr;
+};
+
+// Where each element of a [rows x N] B goes in the panel layout run_indirect_gemm reads
+// through IndirectGemm::prepacked_b, for a product whose reduction is one segment of `rows`
+// (segments = 1, segment_len = rows). Columns past N, up to a whole panel, must hold zeros
+// (zero_padding writes them).
+template <typename T>
+class PackedBLayout {
+ public:
+  PackedBLayout(int64_t rows, int64_t N);
+  int64_t size() const { return size_; }  // elements
+  int64_t panel_width() const { return width_; }
+  // offset of B[k, n]; columns n .. n + run - 1 follow it contiguously while they stay in n's
+  // panel (run = panel_width() - n % panel_width())
+  int64_t offset(int64_t k, int64_t n) const {
+    return row_start_[static_cast<size_t>(k)] + (n / width_) * panel_stride_[static_cast<size_t>(k)] + n % width_;
+  }
+  void zero_padding(T* base) const;  // the columns past N of the last panel, in every row
+
+ private:
+  int64_t N_, width_, size_ = 0;
+  std::vector<int64_t> row_start_, panel_stride_;  // per row k of B
 };
 
 template <typename T>
