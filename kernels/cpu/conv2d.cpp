@@ -269,10 +269,25 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw
   g.a_rows = [&](int64_t m0, int64_t count, int64_t, int64_t, const T** rows, int64_t ld) {
     for (int64_t i = 0; i < count; ++i) rows[i * ld] = dy + m0 + i;
   };
-  // B[m, (r,s,c)]: the im2col matrix, one block at a time. Within a kernel row r its columns
-  // (s, c) are S * C contiguous elements of one input row, so they are copied in such runs,
-  // with zeros where the window overhangs the image.
+  // B[m, (r,s,c)]: the im2col matrix, one block at a time. A 1x1 convolution's is the input
+  // pixels (strided), each row copied whole; otherwise within a kernel row r its columns (s, c)
+  // are S * C contiguous elements of one input row, copied in such runs, with zeros where the
+  // window overhangs the image. Short runs (few channels: the RGB stem) cost several times a
+  // plain copy per element: the threads then split the columns, so that each packs its own.
   const int64_t span = s.S * s.C;
+  if (span < 64) g.b_pack_cost = 8;
+  if (s.R == 1 && s.S == 1 && s.pad == 0) {
+    g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst) {
+      PixelWalk at(k0, s.P, s.Q);
+      for (int64_t k = 0; k < kc; ++k, at.next()) {
+        const T* src = x + ((at.n * s.H + at.p * s.stride) * s.W + at.q * s.stride) * s.C + n0;
+        for (int64_t j = 0, run; j < nc; j += run) {
+          run = std::min(dst.run(j), nc - j);
+          std::memcpy(dst.at(k, j), src + j, static_cast<size_t>(run) * sizeof(T));
+        }
+      }
+    };
+  } else {
   g.pack_b = [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, const PanelWriter<T>& dst) {
     const int64_t first_r = n0 / span, first_offset = n0 % span;
     PixelWalk at(k0, s.P, s.Q);
@@ -293,11 +308,12 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw
         }
         const T* src = x + ((at.n * s.H + h) * s.W) * s.C + (w0 * s.C + lo);  // span element lo
         std::fill(out, out + (lo - e), T(0));
-        for (int64_t i = 0; i < hi - lo; ++i) out[lo - e + i] = src[i];
+        std::copy_n(src, hi - lo, out + (lo - e));
         std::fill(out + (hi - e), out + run, T(0));
       }
     }
   };
+  }
   g.c_rows = [&](int64_t m0, int64_t count, T** rows) {
     for (int64_t i = 0; i < count; ++i) rows[i] = dw + (m0 + i) * rsc;
   };

@@ -445,17 +445,79 @@ void fill_without_reduction(const IndirectGemm<T>& g) {
 // Whether threads should split C by columns rather than rows: the estimated time of the
 // busiest thread, per element of the reduction, in multiply-adds: its whole register tiles,
 // the packing of its columns of B and the reading of its rows of A from memory (about
-// kMoveCost multiply-adds per element each). A row split repeats B's packing in every thread,
-// a column split A's reading.
-bool split_by_columns(int64_t row_tiles, int64_t col_tiles, int threads, int tile_rows, int tile_cols) {
+// kMoveCost multiply-adds per element each, times b_pack_cost for B). A row split repeats B's
+// packing in every thread, a column split A's reading.
+bool split_by_columns(int64_t row_tiles, int64_t col_tiles, int threads, int tile_rows, int tile_cols,
+                      double b_pack_cost) {
   constexpr double kMoveCost = 4;
   if (col_tiles < threads) return false;
   auto busiest = [&](int64_t rows, int64_t cols) {
-    return double(rows) * cols + kMoveCost * (rows + cols);
+    return double(rows) * cols + kMoveCost * (rows + b_pack_cost * cols);
   };
   const int64_t all_rows = row_tiles * tile_rows, all_cols = col_tiles * tile_cols;
   return busiest(all_rows, ceil_div(col_tiles, threads) * tile_cols) <=
          busiest(ceil_div(row_tiles, threads) * tile_rows, all_cols);
+}
+
+// A long reduction into a small C (a weight gradient: [K x RSC] summed over every output
+// pixel) is cut into kReductionParts parts, each summed into a C of its own and the parts
+// then added in order: each part packs only its share of A and B, where a split of C's rows
+// or columns would have every thread pack all of one of them. The parts do not depend on
+// the number of threads (up to kReductionParts), so neither do the sums.
+constexpr int kReductionParts = 4;
+constexpr int64_t kSmallC = int64_t{1} << 19;  // elements
+
+template <typename T>
+bool split_reduction(const IndirectGemm<T>& g, size_t blocks, int threads) {
+  return threads > 1 && !g.prepacked_b && g.M * g.N <= kSmallC && blocks >= 4 * static_cast<size_t>(kReductionParts);
+}
+
+template <typename T>
+void run_split_reduction(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& blocks, int threads) {
+  const int parts = std::max(kReductionParts, threads);
+  const int64_t size = g.M * g.N;
+  static thread_local std::unique_ptr<T, decltype(&std::free)> buffer{nullptr, &std::free};
+  static thread_local int64_t capacity = 0;
+  T* partial = scratch(buffer, capacity, parts * size);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int p = 0; p < parts; ++p) {
+    IndirectGemm<T> part = g;  // the same operands, into this part's C, without bias or epilogue
+    T* out = partial + p * size;
+    const int64_t N = g.N;
+    part.c_rows = [out, N](int64_t m0, int64_t count, T** rows) {
+      for (int64_t i = 0; i < count; ++i) rows[i] = out + (m0 + i) * N;
+    };
+    part.accumulate = false;
+    part.bias = nullptr;
+    part.out_center = part.out_scale = part.out_shift = nullptr;
+    part.residual_rows = nullptr;
+    part.out_relu = false;
+    const std::vector<ReductionBlock> mine(blocks.begin() + static_cast<int64_t>(blocks.size()) * p / parts,
+                                           blocks.begin() + static_cast<int64_t>(blocks.size()) * (p + 1) / parts);
+    run_part(part, mine, 0, g.M, 0, g.N);
+  }
+  // C = (accumulate ? C : 0) + bias + the parts in order, then the epilogue
+  const int64_t row_blocks = ceil_div(g.M, kBlockRows);
+  parallel_for(row_blocks, 1, [&](int64_t b_begin, int64_t b_end) {
+    std::vector<T*> rows(static_cast<size_t>(kBlockRows));
+    std::vector<const T*> residual(g.residual_rows ? rows.size() : 0);
+    for (int64_t b = b_begin; b < b_end; ++b) {
+      const int64_t m0 = b * kBlockRows, mc = std::min(kBlockRows, g.M - m0);
+      g.c_rows(m0, mc, rows.data());
+      if (g.residual_rows) g.residual_rows(m0, mc, residual.data());
+      for (int64_t i = 0; i < mc; ++i) {
+        T* c = rows[i];
+        const T* first = partial + (m0 + i) * g.N;
+        for (int64_t n = 0; n < g.N; ++n) {
+          T v = first[n];
+          for (int p = 1; p < parts; ++p) v += first[p * size + n];
+          if (g.bias) v = g.bias[n] + v;
+          if (g.accumulate) v = c[n] + v;
+          c[n] = g.has_epilogue() ? finish_element(g, n, v, g.residual_rows ? residual[i] + n : nullptr) : v;
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -472,8 +534,9 @@ void run_indirect_gemm(const IndirectGemm<T>& g) {
   if (flops >= kMinParallelFlops && !omp_in_parallel())
     threads = static_cast<int>(std::min<int64_t>(num_threads(), std::max(row_tiles, col_tiles)));
   if (threads == 1) return run_part(g, blocks, 0, g.M, 0, g.N);
+  if (split_reduction(g, blocks.size(), threads)) return run_split_reduction(g, blocks, threads);
   // a prepacked B is laid out for all columns: rows are split
-  const bool split_columns = !g.prepacked_b && split_by_columns(row_tiles, col_tiles, threads, MR, NR);
+  const bool split_columns = !g.prepacked_b && split_by_columns(row_tiles, col_tiles, threads, MR, NR, g.b_pack_cost);
 #pragma omp parallel num_threads(threads)
   {
     const int64_t part = omp_get_thread_num();

@@ -72,6 +72,10 @@ struct IndirectGemm {
   // length and N), for one B multiplied by many A's (the Winograd products): pack_b is then
   // not called, and threads split the product by rows.
   const T* prepacked_b = nullptr;
+  // How much packing an element of B costs against reading one of A, for splitting the
+  // product between threads (a row split repeats B's packing in every thread): above 1 for a
+  // pack_b that assembles short runs (the im2col of a convolution over few channels).
+  double b_pack_cost = 1;
 };
 
 // Where each element of a [rows x N] B goes in the panel layout run_indirect_gemm reads
