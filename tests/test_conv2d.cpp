@@ -12,7 +12,10 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "gradcheck.h"
+#include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/parallel.h"
+#include "test_util.h"
 
 using namespace engine;
 using testing_util::gradcheck;
@@ -342,4 +345,19 @@ TEST(Gemm, IndirectRowsSegmentsBiasAccumulate) {
       worst = std::max(worst, std::fabs(expect - c[m * N + n]));
     }
   EXPECT_LT(worst, 1e-12);
+}
+
+// A weight gradient summed over many pixels (the reduction cut into fixed parts, gemm.cpp)
+// gives the same bits on one thread as on all of them.
+TEST(Conv2d, WeightGradientDoesNotDependOnTheThreadCount) {
+  const kernels::Conv2dShape s = kernels::Conv2dShape::make(4, 40, 40, 32, 48, 1, 1, 1, 0);
+  Tensor x = Tensor::randn({s.N, s.H, s.W, s.C}, 1), dy = Tensor::randn({s.N, s.P, s.Q, s.K}, 2);
+  Tensor dw_all = Tensor::empty({s.K, 1, 1, s.C}), dw_one = Tensor::empty({s.K, 1, 1, s.C});
+  kernels::cpu::conv2d_backward_weight<float>(s, x.data<float>(), dy.data<float>(), dw_all.data<float>());
+  {
+    testing_util::ThreadCountGuard guard;
+    kernels::cpu::set_num_threads(1);
+    kernels::cpu::conv2d_backward_weight<float>(s, x.data<float>(), dy.data<float>(), dw_one.data<float>());
+  }
+  EXPECT_EQ(dw_one.to_vector(), dw_all.to_vector());
 }

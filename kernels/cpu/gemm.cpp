@@ -468,18 +468,18 @@ constexpr int kReductionParts = 4;
 constexpr int64_t kSmallC = int64_t{1} << 19;  // elements
 
 template <typename T>
-bool split_reduction(const IndirectGemm<T>& g, size_t blocks, int threads) {
-  return threads > 1 && !g.prepacked_b && g.M * g.N <= kSmallC && blocks >= 4 * static_cast<size_t>(kReductionParts);
+bool split_reduction(const IndirectGemm<T>& g, size_t blocks) {
+  return !g.prepacked_b && g.M * g.N <= kSmallC && blocks >= 4 * static_cast<size_t>(kReductionParts);
 }
 
 template <typename T>
 void run_split_reduction(const IndirectGemm<T>& g, const std::vector<ReductionBlock>& blocks, int threads) {
-  const int parts = std::max(kReductionParts, threads);
+  const int parts = std::max(kReductionParts, threads);  // more than 4 threads: more parts
   const int64_t size = g.M * g.N;
   static thread_local std::unique_ptr<T, decltype(&std::free)> buffer{nullptr, &std::free};
   static thread_local int64_t capacity = 0;
   T* partial = scratch(buffer, capacity, parts * size);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int p = 0; p < parts; ++p) {
     IndirectGemm<T> part = g;  // the same operands, into this part's C, without bias or epilogue
     T* out = partial + p * size;
@@ -533,8 +533,9 @@ void run_indirect_gemm(const IndirectGemm<T>& g) {
   int threads = 1;
   if (flops >= kMinParallelFlops && !omp_in_parallel())
     threads = static_cast<int>(std::min<int64_t>(num_threads(), std::max(row_tiles, col_tiles)));
+  // (on one thread too, so that the sums do not depend on the thread count)
+  if (split_reduction(g, blocks.size())) return run_split_reduction(g, blocks, threads);
   if (threads == 1) return run_part(g, blocks, 0, g.M, 0, g.N);
-  if (split_reduction(g, blocks.size(), threads)) return run_split_reduction(g, blocks, threads);
   // a prepacked B is laid out for all columns: rows are split
   const bool split_columns = !g.prepacked_b && split_by_columns(row_tiles, col_tiles, threads, MR, NR, g.b_pack_cost);
 #pragma omp parallel num_threads(threads)
