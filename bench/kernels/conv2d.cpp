@@ -2,8 +2,12 @@
 // distinct ResNet50 convolution shape, at 224x224 batch 8 and at 64x64 batch 32.
 // GFLOP/s counts 2*N*P*Q*K*R*S*C per pass; "uses" is how often the shape occurs in ResNet50.
 // Names: Conv2d/<pass>/<batch config>/<input HxW>_<C>to<K>_<R>x<S>s<stride>, the keys that
-// bench/torch_conv.py joins with PyTorch's timings of the same shapes. Run:
+// bench/torch_conv.py joins with PyTorch's timings of the same shapes (conv2d's own choice of
+// algorithm). The stride-1 3x3 shapes also run as Conv2dAlgo/.../{direct,F2,F4}: each
+// algorithm forced, for kernels/cpu/winograd.cpp's cost model (GFLOP/s there counts the direct
+// algorithm's multiply-adds: an effective rate). Run:
 //   build/bench/bench_kernels --benchmark_filter='Conv2d/.*/b8_224'
+//   build/bench/bench_kernels --benchmark_filter='Conv2dAlgo' --benchmark_repetitions=5 --benchmark_report_aggregates_only
 #include <benchmark/benchmark.h>
 
 #include <string>
@@ -11,6 +15,7 @@
 
 #include "kernels/common/conv2d_shape.h"
 #include "kernels/cpu/conv2d.h"
+#include "kernels/cpu/winograd.h"
 
 namespace {
 
@@ -89,6 +94,38 @@ void run_pass(benchmark::State& state, kernels::Conv2dShape s, Pass pass, int us
   state.counters["uses"] = uses;
 }
 
+// The pass with one algorithm: 0 the direct one, else Winograd with tiles of m.
+void run_pass_algorithm(benchmark::State& state, kernels::Conv2dShape s, Pass pass, int m) {
+  std::vector<float> x = filled(s.input_size(), 1.0f), w = filled(s.weight_size(), 0.05f);
+  std::vector<float> y = filled(s.output_size(), 1.0f);
+  const bool winograd_was = kernels::cpu::winograd_enabled();
+  kernels::cpu::set_winograd_enabled(false);
+  for (auto _ : state) {
+    switch (pass) {
+      case Pass::Forward:
+        if (m) kernels::cpu::winograd_forward<float>(s, m, x.data(), w.data(), {}, y.data());
+        else kernels::cpu::conv2d_forward<float>(s, x.data(), w.data(), nullptr, y.data());
+        break;
+      case Pass::BackwardData:
+        if (m) kernels::cpu::winograd_backward_data<float>(s, m, y.data(), w.data(), x.data());
+        else kernels::cpu::conv2d_backward_data<float>(s, y.data(), w.data(), x.data());
+        break;
+      case Pass::BackwardWeight:
+        if (m) kernels::cpu::winograd_backward_weight<float>(s, m, x.data(), y.data(), w.data());
+        else kernels::cpu::conv2d_backward_weight<float>(s, x.data(), y.data(), w.data());
+        break;
+    }
+    benchmark::ClobberMemory();
+  }
+  kernels::cpu::set_winograd_enabled(winograd_was);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * s.macs() * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  const auto choice = pass == Pass::BackwardWeight ? kernels::cpu::WinogradPass::BackwardWeight
+                      : pass == Pass::BackwardData ? kernels::cpu::WinogradPass::BackwardData
+                                                   : kernels::cpu::WinogradPass::Forward;
+  state.counters["chosen"] = kernels::cpu::winograd_tile(s, choice);  // what conv2d takes: 0 direct, 2, 4
+}
+
 std::string shape_name(const kernels::Conv2dShape& s) {
   return std::to_string(s.H) + "x" + std::to_string(s.W) + "_" + std::to_string(s.C) + "to" +
          std::to_string(s.K) + "_" + std::to_string(s.R) + "x" + std::to_string(s.S) + "s" +
@@ -109,6 +146,14 @@ bool register_all() {
         benchmark::RegisterBenchmark(name.c_str(), [s, p, uses](benchmark::State& st) { run_pass(st, s, p, uses); })
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
+        if (l.R != 3 || l.stride != 1) continue;
+        for (int m : {0, 2, 4}) {
+          const std::string algo = name.substr(std::string("Conv2d").size()) + (m ? "/F" + std::to_string(m) : "/direct");
+          benchmark::RegisterBenchmark(("Conv2dAlgo" + algo).c_str(),
+                                       [s, p, m](benchmark::State& st) { run_pass_algorithm(st, s, p, m); })
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+        }
       }
     }
   return true;
