@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd.h"
 #if defined(__AVX512F__)
 // GCC 12 warns about its own intrinsics (they start from a deliberately undefined vector).
 #pragma GCC diagnostic push
@@ -32,22 +33,11 @@
 namespace kernels::cpu {
 namespace {
 
-// ---- vectors (GCC/Clang vector extensions: AVX-512, AVX or SSE, whichever is targeted) ----
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
+// ---- vectors (simd.h) ----
+using simd::kLanes;
+using simd::kVectorBytes;
+using simd::Simd;
 
-template <typename T> struct Simd;
-template <> struct Simd<float> {
-  typedef float Vec __attribute__((vector_size(kVectorBytes)));
-};
-template <> struct Simd<double> {
-  typedef double Vec __attribute__((vector_size(kVectorBytes)));
-};
 // Unaligned access (rows of C); memcpy compiles to one unaligned vector move.
 template <typename Vec, typename T>
 Vec load_unaligned(const T* p) {
@@ -64,7 +54,6 @@ void store_unaligned(T* p, const Vec& v) {
 // the 16 AVX ones), plus the B vectors and one broadcast.
 constexpr int kTileRows = 6;
 constexpr int kTileVectors = kVectorBytes == 64 ? 4 : 2;
-template <typename T> constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
 template <typename T> constexpr int kTileCols = kTileVectors * kLanes<T>;
 
 // Cache blocking: a kBlockK x kTileCols panel of B fills 32 KiB of the 48 KiB L1; a

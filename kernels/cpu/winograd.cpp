@@ -21,27 +21,14 @@
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/simd.h"
 
 namespace kernels::cpu {
 namespace {
 
-// ---- vectors over channels (GCC/Clang vector extensions, as gemm.cpp) ----
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
-template <typename T> struct Simd;
-template <> struct Simd<float> {
-  typedef float Vec __attribute__((vector_size(kVectorBytes)));
-};
-template <> struct Simd<double> {
-  typedef double Vec __attribute__((vector_size(kVectorBytes)));
-};
-template <typename T> using Vec = typename Simd<T>::Vec;
-template <typename T> constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
+// ---- vectors over channels (simd.h) ----
+using simd::kLanes;
+using simd::Vec;
 
 // A whole vector at p, or n < kLanes elements (the rest of the vector zero), and back. The
 // tile transforms pick one or the other per chunk of channels (kFull below), so that whole
