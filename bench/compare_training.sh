@@ -4,6 +4,7 @@
 # accuracy, per-class recall, ROC AUC, ECE and training images/s (median over epochs).
 # Usage: bash bench/compare_training.sh DATA OUT [EPOCHS] [IMAGE_SIZE] [MODELS...]
 #   e.g. bash bench/compare_training.sh ../shared/data/cifake runs/cifake 3 32
+#   SEED=n (default 0) seeds both sides.
 # Needs build/trainer (tools/build.sh) and /usr/bin/python3 with torch and torchvision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,19 +16,20 @@ shift $(( $# < 4 ? $# : 4 ))
 models=("$@")
 ((${#models[@]})) || models=(resnet50 resnet50_bnn resnet50_attn_bnn)
 threads=$(nproc)
+seed=${SEED:-0}
 mkdir -p "$out"
 {
   echo "date: $(date -u +%FT%TZ)"; echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; echo "seed: $seed"
 } >"$out/environment.txt"
 for m in "${models[@]}"; do
   echo "== $m: ours (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   rm -rf "$out/ours_$m"
-  build/trainer --data "$data" --model "$m" --epochs "$epochs" --image-size "$size" --threads "$threads" \
+  build/trainer --data "$data" --model "$m" --epochs "$epochs" --image-size "$size" --threads "$threads" --seed "$seed" \
     --out "$out/ours_$m" 2>"$out/ours_$m.log" || { tail -5 "$out/ours_$m.log"; exit 1; }
   echo "== $m: pytorch (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   /usr/bin/python3 bench/torch_train.py --data "$data" --model "$m" --epochs "$epochs" --image-size "$size" \
-    --threads "$threads" --out "$out/torch_$m.json" 2>"$out/torch_$m.log" || { tail -5 "$out/torch_$m.log"; exit 1; }
+    --threads "$threads" --seed "$seed" --out "$out/torch_$m.json" 2>"$out/torch_$m.log" || { tail -5 "$out/torch_$m.log"; exit 1; }
 done
 /usr/bin/python3 - "$out" "${models[@]}" <<'PY'
 import json, statistics, sys
